@@ -1,0 +1,47 @@
+#include "cli/endpoint.h"
+
+#include <fmt/format.h>
+
+namespace twinbox::cli {
+
+Result<net::Endpoint> make_endpoint(const config::EndpointConfig& side, bool debug) {
+  net::Endpoint e;
+  e.name = side.name;
+  switch (side.type) {
+    case config::EndpointType::imap: e.type = net::EndpointType::imap; break;
+    case config::EndpointType::imaps: e.type = net::EndpointType::imaps; break;
+    case config::EndpointType::tunnel: e.type = net::EndpointType::tunnel; break;
+  }
+  if (side.proxy) {
+    return Error(Errc::config, fmt::format("{}: proxy is not supported yet by twinbox; remove "
+                                           "the proxy key or use a tunnel command",
+                                           side.name));
+  }
+  e.host = config::host_ip_literal(side.host).value_or(side.host);
+  e.port = side.port;
+  e.command = side.command;
+  e.starttls = side.starttls;
+  e.compress = side.compress;
+  e.null_stderr = side.null_stderr && !debug;
+  e.auth = side.auth;
+  e.username = side.username;
+  if (side.password_command) {
+    auto password = config::run_password_command(*side.password_command);
+    if (!password) return password.error();
+    e.password = std::move(*password);
+  } else if (side.password) {
+    e.password = *side.password;
+  }
+  e.tls.verify = side.ssl_verify;
+  e.tls.ca_file = side.ssl_ca_file;
+  e.tls.ca_path = side.ssl_ca_path;
+  e.tls.fingerprints = side.ssl_fingerprints;
+  e.tls.protocol_min = side.ssl_protocol_min;
+  e.tls.protocol_max = side.ssl_protocol_max;
+  e.tls.cipherlist = side.ssl_cipherlist;
+  e.tls.ciphersuites = side.ssl_ciphersuites;
+  e.tls.sni = side.ssl_hostname;
+  return e;
+}
+
+}  // namespace twinbox::cli

@@ -1,0 +1,118 @@
+// The IMAP client: a thin coroutine shell that moves bytes between a Transport and the sans-io
+// core (Reader -> parse_response -> Session -> output chunks). All protocol decisions are the
+// Session's; this file owns sockets, deadlines, the TLS/COMPRESS switches and the wire trace.
+//
+// Ownership: a Client is driven by one coroutine at a time; awaiting two of its operations
+// concurrently is a bug. It must outlive every operation awaited on it.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <asio/awaitable.hpp>
+
+#include "imap/reader.h"
+#include "imap/session.h"
+#include "net/deadline.h"
+#include "net/tls.h"
+#include "net/transport.h"
+
+namespace twinbox::net {
+
+enum class EndpointType { imap, imaps, tunnel };
+
+struct Endpoint {
+  std::string name = "remote";  // "local" / "remote": the prefix of every log line
+  EndpointType type = EndpointType::imaps;
+  std::string host = "localhost";
+  std::string port;     // empty: 143 for imap, 993 for imaps
+  std::string command;  // tunnel
+  bool starttls = true;  // type=imap: require STARTTLS before credentials
+  TlsOptions tls;
+  std::vector<std::string> auth = {"PLAIN", "LOGIN"};  // preference order
+  std::string username;
+  std::string password;  // never logged
+  bool compress = false;
+  bool null_stderr = false;
+  Duration connect_timeout = std::chrono::seconds(30);
+  Duration io_timeout = std::chrono::seconds(120);  // longest silence while a reply is due
+  imap::Limits limits;
+  std::size_t max_line = imap::kDefaultMaxLine;
+};
+
+// What the connection turned out to be, for the probe and --debug.
+struct ConnectionInfo {
+  std::string greeting;  // the greeting line's text
+  bool preauth = false;
+  std::optional<TlsInfo> tls;
+  std::string auth_mechanism;  // "PLAIN", "LOGIN", or "PREAUTH"
+  bool compressed = false;
+  std::size_t discarded_before_tls = 0;  // bytes injected before the TLS handshake (discarded)
+};
+
+class Client {
+ public:
+  // Connects, reads the greeting, upgrades to TLS (implicit or STARTTLS), authenticates,
+  // refreshes capabilities and, if configured and offered, starts COMPRESS=DEFLATE.
+  // Credentials are never sent over an unprotected TCP connection unless STARTTLS = NO.
+  static asio::awaitable<Result<std::unique_ptr<Client>>> connect(Endpoint endpoint);
+
+  ~Client();
+
+  imap::Session& session() { return session_; }
+  const Endpoint& endpoint() const { return endpoint_; }
+  const ConnectionInfo& info() const { return info_; }
+  Transport::Counters counters() const { return transport_->counters(); }
+
+  // Waits for the completion of a command already submitted to session(). A tagged NO/BAD is a
+  // Completion (check ok()); an Error means the connection is unusable and has been closed.
+  asio::awaitable<Result<imap::Completion>> wait(Result<imap::CommandId> submitted);
+  // The same for several pipelined commands, in submission order.
+  asio::awaitable<Result<std::vector<imap::Completion>>> wait_all(
+      Result<std::vector<imap::CommandId>> submitted);
+  // wait() that turns a tagged NO/BAD into Errc::rejected naming `what` and the server's text.
+  asio::awaitable<Result<imap::Completion>> expect_ok(Result<imap::CommandId> submitted,
+                                                      std::string what);
+
+  // Reads until an unsolicited response arrives (IDLE/NOTIFY) or `timeout` passes (nullopt).
+  asio::awaitable<Result<std::optional<imap::Response>>> next_unsolicited(Duration timeout);
+
+  // LOGOUT and close; errors are ignored (the connection is going away anyway).
+  asio::awaitable<void> logout();
+  void close();
+
+ private:
+  explicit Client(Endpoint endpoint);
+
+  asio::awaitable<Status> open_transport();
+  asio::awaitable<Status> handshake();
+  asio::awaitable<Status> authenticate();
+  asio::awaitable<Status> start_compress();
+  asio::awaitable<Status> switch_to_tls();
+
+  // Writes what the session has to send, then reads and dispatches until `done()` is true.
+  template <class Done>
+  asio::awaitable<Status> pump(Done done);
+  asio::awaitable<Status> flush();
+  asio::awaitable<Status> write_with_deadline(std::string_view bytes);
+  asio::awaitable<Status> read_and_dispatch();
+  Status ingest(std::string_view data);
+  Status dispatch_frames();
+  Status fail(Error error);
+  std::optional<imap::Completion> take_completion(imap::CommandId id);
+
+  Endpoint endpoint_;
+  ConnectionInfo info_;
+  std::unique_ptr<Transport> transport_;
+  imap::Reader reader_;
+  imap::Session session_;
+  std::vector<char> read_buffer_;
+  std::vector<imap::Completion> completed_;  // completions not yet claimed by wait()
+  std::string after_switch_;  // bytes read past a STARTTLS/COMPRESS OK
+  bool switch_possible_ = false;
+  std::optional<Error> failure_;
+};
+
+}  // namespace twinbox::net

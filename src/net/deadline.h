@@ -1,0 +1,41 @@
+// Deadlines for asio coroutines: every network operation twinbox performs has one.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <utility>
+#include <variant>
+
+#include <asio/awaitable.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include "base/error.h"
+
+namespace twinbox::net {
+
+using Duration = std::chrono::steady_clock::duration;
+
+// Runs `op`; if it has not finished after `timeout`, cancels it and returns Errc::timeout naming
+// `what`. Kept as one simple co_await statement: g++ 12 miscompiles temporaries and lambdas
+// inside a co_await full-expression (see dependencies.md, pitfall 4).
+template <class T>
+asio::awaitable<Result<T>> with_deadline(asio::awaitable<Result<T>> op, Duration timeout,
+                                         std::string what) {
+  using namespace asio::experimental::awaitable_operators;
+  asio::steady_timer timer(co_await asio::this_coro::executor, timeout);
+  auto wait = timer.async_wait(asio::use_awaitable);
+  std::variant<Result<T>, std::monostate> outcome = co_await (std::move(op) || std::move(wait));
+  if (outcome.index() == 1) {
+    co_return Error(Errc::timeout,
+                    what + " did not finish within " +
+                        std::to_string(std::chrono::duration_cast<std::chrono::seconds>(timeout)
+                                           .count()) +
+                        " s");
+  }
+  co_return std::move(std::get<0>(outcome));
+}
+
+}  // namespace twinbox::net
