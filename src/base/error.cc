@@ -6,18 +6,30 @@ namespace twinbox {
 
 std::string_view errc_name(Errc code) {
   switch (code) {
-    case Errc::protocol: return "protocol error";
-    case Errc::limit: return "limit exceeded";
-    case Errc::rejected: return "rejected by server";
-    case Errc::io: return "I/O error";
-    case Errc::eof: return "connection closed";
-    case Errc::timeout: return "timed out";
-    case Errc::tls: return "TLS error";
-    case Errc::auth: return "authentication error";
-    case Errc::security: return "security violation";
-    case Errc::config: return "configuration error";
-    case Errc::usage: return "usage error";
-    case Errc::internal: return "internal error";
+    case Errc::protocol:
+      return "protocol error";
+    case Errc::limit:
+      return "limit exceeded";
+    case Errc::rejected:
+      return "rejected by server";
+    case Errc::io:
+      return "I/O error";
+    case Errc::eof:
+      return "connection closed";
+    case Errc::timeout:
+      return "timed out";
+    case Errc::tls:
+      return "TLS error";
+    case Errc::auth:
+      return "authentication error";
+    case Errc::security:
+      return "security violation";
+    case Errc::config:
+      return "configuration error";
+    case Errc::usage:
+      return "usage error";
+    case Errc::internal:
+      return "internal error";
   }
   return "error";
 }

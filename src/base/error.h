@@ -15,26 +15,26 @@ namespace twinbox {
 
 // How much a failure should abandon, from the narrowest to the widest (isync's grading).
 enum class Errc {
-  protocol,   // the peer broke the IMAP grammar or the protocol's rules
-  limit,      // a configured bound (line, literal, nesting, inflated size) was exceeded
-  rejected,   // the server answered NO/BAD to something we needed
-  io,         // socket, pipe or file error
-  eof,        // the peer closed the connection
-  timeout,    // a deadline passed
-  tls,        // handshake, certificate, host name or pin failure
-  auth,       // authentication failed or was refused for safety (no TLS, LOGINDISABLED)
-  security,   // an attack pattern was detected (STARTTLS injection, cleartext PREAUTH)
-  config,     // bad configuration
-  usage,      // bad command-line usage
-  internal,   // a bug in twinbox
+  protocol,  // the peer broke the IMAP grammar or the protocol's rules
+  limit,     // a configured bound (line, literal, nesting, inflated size) was exceeded
+  rejected,  // the server answered NO/BAD to something we needed
+  io,        // socket, pipe or file error
+  eof,       // the peer closed the connection
+  timeout,   // a deadline passed
+  tls,       // handshake, certificate, host name or pin failure
+  auth,      // authentication failed or was refused for safety (no TLS, LOGINDISABLED)
+  security,  // an attack pattern was detected (STARTTLS injection, cleartext PREAUTH)
+  config,    // bad configuration
+  usage,     // bad command-line usage
+  internal,  // a bug in twinbox
 };
 
 std::string_view errc_name(Errc code);
 
 struct Error {
   Errc code = Errc::internal;
-  std::string message;   // what went wrong, in words
-  std::string evidence;  // the offending input (printable, truncated), empty if none
+  std::string message;     // what went wrong, in words
+  std::string evidence;    // the offending input (printable, truncated), empty if none
   std::size_t offset = 0;  // byte offset of the fault inside `evidence` (or the stream)
   bool has_offset = false;
 

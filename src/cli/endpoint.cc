@@ -8,9 +8,15 @@ Result<net::Endpoint> make_endpoint(const config::EndpointConfig& side, bool deb
   net::Endpoint e;
   e.name = side.name;
   switch (side.type) {
-    case config::EndpointType::imap: e.type = net::EndpointType::imap; break;
-    case config::EndpointType::imaps: e.type = net::EndpointType::imaps; break;
-    case config::EndpointType::tunnel: e.type = net::EndpointType::tunnel; break;
+    case config::EndpointType::imap:
+      e.type = net::EndpointType::imap;
+      break;
+    case config::EndpointType::imaps:
+      e.type = net::EndpointType::imaps;
+      break;
+    case config::EndpointType::tunnel:
+      e.type = net::EndpointType::tunnel;
+      break;
   }
   if (side.proxy) {
     return Error(Errc::config, fmt::format("{}: proxy is not supported yet by twinbox; remove "

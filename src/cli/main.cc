@@ -1,10 +1,10 @@
 // twinbox: keep two IMAP servers in sync in both directions.
 #include <signal.h>
 
+#include <fmt/format.h>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/io_context.hpp>
-#include <fmt/format.h>
 
 #include "base/log.h"
 #include "cli/endpoint.h"
@@ -59,8 +59,9 @@ int run(int argc, char** argv) {
   }
 
   if (!options.probe) {
-    log_error("synchronisation is not implemented in this build yet (issue 3); "
-              "use --probe to check both servers");
+    log_error(
+        "synchronisation is not implemented in this build yet (issue 3); "
+        "use --probe to check both servers");
     return kExitUsage;
   }
   asio::io_context io;

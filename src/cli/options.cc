@@ -1,7 +1,7 @@
 #include "cli/options.h"
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include "cli/version.h"
 
@@ -42,8 +42,7 @@ ParseOutcome parse_options(int argc, char** argv) {
                "Debug output with IMAP traces (credentials always redacted); repeatable");
   auto* repair = app.add_flag("--repair", options.repair,
                               "Compare both servers with the database and repair discrepancies");
-  auto* remove =
-      app.add_flag("--delete", options.remove, "Delete MAILBOX... (see --target)");
+  auto* remove = app.add_flag("--delete", options.remove, "Delete MAILBOX... (see --target)");
   auto* rename = app.add_flag("--rename", options.rename,
                               "Rename SOURCE to DEST, with its inferiors (see --target)");
   app.add_flag("--dry-run", options.dry_run,
@@ -92,18 +91,24 @@ ParseOutcome parse_options(int argc, char** argv) {
 
 int exit_code_for(Errc code) {
   switch (code) {
-    case Errc::config: return kExitConfig;
-    case Errc::usage: return kExitUsage;
+    case Errc::config:
+      return kExitConfig;
+    case Errc::usage:
+      return kExitUsage;
     case Errc::io:
     case Errc::eof:
-    case Errc::timeout: return kExitConnect;
+    case Errc::timeout:
+      return kExitConnect;
     case Errc::tls:
     case Errc::auth:
-    case Errc::security: return kExitAuth;
+    case Errc::security:
+      return kExitAuth;
     case Errc::protocol:
     case Errc::limit:
-    case Errc::rejected: return kExitProtocol;
-    case Errc::internal: return kExitInternal;
+    case Errc::rejected:
+      return kExitProtocol;
+    case Errc::internal:
+      return kExitInternal;
   }
   return kExitInternal;
 }

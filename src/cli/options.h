@@ -13,28 +13,28 @@ namespace twinbox::cli {
 // non-zero keep working, and twinbox's callers can tell the cause apart.
 enum ExitCode : int {
   kExitOk = 0,
-  kExitPartial = 1,     // ran, but some mailboxes or messages could not be synced
-  kExitUsage = 2,       // bad command line
-  kExitConfig = 3,      // bad configuration file
-  kExitConnect = 4,     // could not connect, or the server went away
-  kExitAuth = 5,        // authentication, TLS verification or a security check failed
-  kExitProtocol = 6,    // the server broke the protocol or lacks a required capability
-  kExitState = 7,       // the state database is unusable or locked by another instance
-  kExitInternal = 70,   // a bug in twinbox
+  kExitPartial = 1,    // ran, but some mailboxes or messages could not be synced
+  kExitUsage = 2,      // bad command line
+  kExitConfig = 3,     // bad configuration file
+  kExitConnect = 4,    // could not connect, or the server went away
+  kExitAuth = 5,       // authentication, TLS verification or a security check failed
+  kExitProtocol = 6,   // the server broke the protocol or lacks a required capability
+  kExitState = 7,      // the state database is unusable or locked by another instance
+  kExitInternal = 70,  // a bug in twinbox
 };
 
 struct Options {
-  std::string config;                // --config; empty: the default location
-  std::vector<std::string> targets;  // --target: local, remote, database
-  std::optional<int> watch;          // --watch[=SECONDS]
-  bool notify = false;               // --notify
-  bool quiet = false;                // -q
-  int debug = 0;                     // --debug, repeatable
-  bool repair = false;               // --repair
-  bool remove = false;               // --delete
-  bool rename = false;               // --rename
-  bool dry_run = false;              // --dry-run
-  bool probe = false;                // --probe
+  std::string config;                  // --config; empty: the default location
+  std::vector<std::string> targets;    // --target: local, remote, database
+  std::optional<int> watch;            // --watch[=SECONDS]
+  bool notify = false;                 // --notify
+  bool quiet = false;                  // -q
+  int debug = 0;                       // --debug, repeatable
+  bool repair = false;                 // --repair
+  bool remove = false;                 // --delete
+  bool rename = false;                 // --rename
+  bool dry_run = false;                // --dry-run
+  bool probe = false;                  // --probe
   std::vector<std::string> mailboxes;  // positional
 };
 

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 
-#include <asio/this_coro.hpp>
 #include <fmt/format.h>
+#include <asio/this_coro.hpp>
 
 #include "base/log.h"
 #include "imap/parser.h"
@@ -117,18 +117,17 @@ asio::awaitable<Status> Client::handshake() {
   info_.greeting = greeting.text;
   info_.preauth = session_.preauthenticated();
   if (greeting.condition == imap::Condition::bye) {
-    co_return fail(Error(Errc::rejected,
-                         fmt::format("{}: the server refused the connection: {}", e.name,
-                                     greeting.text)));
+    co_return fail(Error(Errc::rejected, fmt::format("{}: the server refused the connection: {}",
+                                                     e.name, greeting.text)));
   }
   const bool cleartext_tcp = e.type == EndpointType::imap;
   if (cleartext_tcp && e.starttls && info_.preauth) {
     // RFC 9051 §7.1.4; Thunderbird CVE-2020-12398: PREAUTH on a cleartext port leaves no way to
     // start TLS. Someone in the middle may have sent it; close without sending anything.
-    co_return fail(Error(Errc::security,
-                         fmt::format("{}: PREAUTH greeting over cleartext while STARTTLS is "
-                                     "required: refusing to continue (man-in-the-middle?)",
-                                     e.name)));
+    co_return fail(
+        Error(Errc::security, fmt::format("{}: PREAUTH greeting over cleartext while STARTTLS is "
+                                          "required: refusing to continue (man-in-the-middle?)",
+                                          e.name)));
   }
   if (!session_.capabilities_known()) {
     auto caps = co_await expect_ok(session_.capability(), "CAPABILITY");
@@ -136,8 +135,8 @@ asio::awaitable<Status> Client::handshake() {
   }
   if (cleartext_tcp && e.starttls) {
     if (!session_.has_capability("STARTTLS")) {
-      co_return fail(Error(Errc::tls,
-                           fmt::format("{}: the server does not offer STARTTLS; refusing to send "
+      co_return fail(
+          Error(Errc::tls, fmt::format("{}: the server does not offer STARTTLS; refusing to send "
                                        "credentials in cleartext (set STARTTLS = NO only for a "
                                        "trusted network)",
                                        e.name)));
@@ -169,16 +168,17 @@ asio::awaitable<Status> Client::switch_to_tls() {
   switch_possible_ = false;
   if (!done) co_return done.error();
   if (!done->ok()) {
-    co_return fail(Error(Errc::tls, fmt::format("{}: STARTTLS refused: {}", e.name,
-                                                done->status.text)));
+    co_return fail(
+        Error(Errc::tls, fmt::format("{}: STARTTLS refused: {}", e.name, done->status.text)));
   }
   if (!after_switch_.empty() || reader_.mid_frame()) {
     // The response-injection attack (CVE-2020-15953 class): bytes that arrived after the OK but
     // before the handshake were not protected by TLS. Drop them; never parse them.
     info_.discarded_before_tls = after_switch_.size();
-    log_warning("{}: discarded {} byte(s) received after STARTTLS OK and before the TLS "
-                "handshake (response injection attempt?): {}",
-                e.name, after_switch_.size(), printable(after_switch_, 80));
+    log_warning(
+        "{}: discarded {} byte(s) received after STARTTLS OK and before the TLS "
+        "handshake (response injection attempt?): {}",
+        e.name, after_switch_.size(), printable(after_switch_, 80));
     after_switch_.clear();
   }
   reader_ = imap::Reader(e.limits);
@@ -225,9 +225,9 @@ asio::awaitable<Status> Client::authenticate() {
     auto done = co_await wait(std::move(submitted));
     if (!done) co_return done.error();
     if (!done->ok()) {
-      co_return fail(Error(Errc::auth, fmt::format("{}: authentication as '{}' failed ({}): {}",
-                                                   e.name, e.username, mechanism,
-                                                   done->status.text)));
+      co_return fail(
+          Error(Errc::auth, fmt::format("{}: authentication as '{}' failed ({}): {}", e.name,
+                                        e.username, mechanism, done->status.text)));
     }
     info_.auth_mechanism = mechanism;
     log_debug("{}: authenticated as '{}' with {}", e.name, e.username, mechanism);
@@ -301,14 +301,13 @@ asio::awaitable<Result<imap::Completion>> Client::expect_ok(Result<imap::Command
   auto done = co_await wait(std::move(submitted));
   if (!done) co_return done.error();
   if (!done->ok()) {
-    co_return Error(Errc::rejected, fmt::format("{}: {} failed: {}", endpoint_.name, what,
-                                                done->status.text));
+    co_return Error(Errc::rejected,
+                    fmt::format("{}: {} failed: {}", endpoint_.name, what, done->status.text));
   }
   co_return std::move(*done);
 }
 
-asio::awaitable<Result<std::optional<imap::Response>>> Client::next_unsolicited(
-    Duration timeout) {
+asio::awaitable<Result<std::optional<imap::Response>>> Client::next_unsolicited(Duration timeout) {
   if (auto ready = session_.next_unsolicited()) co_return std::optional<imap::Response>(*ready);
   Status flushed = co_await flush();
   if (!flushed) co_return flushed.error();
@@ -387,20 +386,20 @@ asio::awaitable<Status> Client::write_with_deadline(std::string_view bytes) {
 }
 
 asio::awaitable<Status> Client::read_and_dispatch() {
+  // Read errors are returned, not recorded with fail(): under a deadline the caller decides
+  // whether a cancelled read is a timeout (fatal) or the end of a bounded wait (harmless).
   auto n = co_await transport_->read_some(asio::buffer(read_buffer_.data(), read_buffer_.size()));
   if (!n) {
     if (n.error().code == Errc::eof) {
       if (reader_.mid_frame()) {
-        co_return fail(Error(Errc::eof, fmt::format("{}: connection closed in the middle of a "
-                                                    "response",
-                                                    endpoint_.name)));
+        co_return Error(Errc::eof, fmt::format("{}: connection closed in the middle of a response",
+                                               endpoint_.name));
       }
       Status closed = session_.on_eof();
-      if (!closed) co_return fail(Error(closed.error().code,
-                                        endpoint_.name + ": " + closed.error().message));
-      co_return fail(n.error());
+      if (!closed)
+        co_return Error(closed.error().code, endpoint_.name + ": " + closed.error().message);
     }
-    co_return fail(n.error());
+    co_return n.error();
   }
   co_return ingest(std::string_view(read_buffer_.data(), *n));
 }

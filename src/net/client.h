@@ -27,8 +27,8 @@ struct Endpoint {
   std::string name = "remote";  // "local" / "remote": the prefix of every log line
   EndpointType type = EndpointType::imaps;
   std::string host = "localhost";
-  std::string port;     // empty: 143 for imap, 993 for imaps
-  std::string command;  // tunnel
+  std::string port;      // empty: 143 for imap, 993 for imaps
+  std::string command;   // tunnel
   bool starttls = true;  // type=imap: require STARTTLS before credentials
   TlsOptions tls;
   std::vector<std::string> auth = {"PLAIN", "LOGIN"};  // preference order
@@ -110,7 +110,7 @@ class Client {
   imap::Session session_;
   std::vector<char> read_buffer_;
   std::vector<imap::Completion> completed_;  // completions not yet claimed by wait()
-  std::string after_switch_;  // bytes read past a STARTTLS/COMPRESS OK
+  std::string after_switch_;                 // bytes read past a STARTTLS/COMPRESS OK
   bool switch_possible_ = false;
   std::optional<Error> failure_;
 };

@@ -16,10 +16,13 @@ class CompressTransport final : public Transport {
  public:
   CompressTransport(std::unique_ptr<Transport> inner, std::string already_read)
       : inner_(std::move(inner)), pending_(std::move(already_read)) {
+    // Uncompressed traffic before the switch still counts as traffic the IMAP layer saw.
+    const Counters before = inner_->counters();
+    counters_.plain_in = before.plain_in;
+    counters_.plain_out = before.plain_out;
     inflate_ok_ = inflateInit2(&inflater_, -15) == Z_OK;
-    deflate_ok_ =
-        deflateInit2(&deflater_, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) ==
-        Z_OK;
+    deflate_ok_ = deflateInit2(&deflater_, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -15, 8,
+                               Z_DEFAULT_STRATEGY) == Z_OK;
     inflater_.next_in = reinterpret_cast<Bytef*>(pending_.data());
     inflater_.avail_in = static_cast<uInt>(pending_.size());
   }
@@ -53,8 +56,7 @@ class CompressTransport final : public Transport {
       auto n = co_await inner_->read_some(asio::buffer(pending_.data(), pending_.size()));
       if (!n) {
         if (n.error().code == Errc::eof && inflater_.total_in > 0 && !ended_) {
-          co_return Error(Errc::eof,
-                          "connection closed in the middle of a compressed block");
+          co_return Error(Errc::eof, "connection closed in the middle of a compressed block");
         }
         co_return n.error();
       }

@@ -25,15 +25,19 @@ template <class T>
 asio::awaitable<Result<T>> with_deadline(asio::awaitable<Result<T>> op, Duration timeout,
                                          std::string what) {
   using namespace asio::experimental::awaitable_operators;
-  asio::steady_timer timer(co_await asio::this_coro::executor, timeout);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  asio::steady_timer timer(co_await asio::this_coro::executor, deadline);
   auto wait = timer.async_wait(asio::use_awaitable);
   std::variant<Result<T>, std::monostate> outcome = co_await (std::move(op) || std::move(wait));
-  if (outcome.index() == 1) {
+  // The cancelled operation may be reported as the winner with its "operation aborted" error;
+  // past the deadline, any failure is the timeout.
+  const bool expired = std::chrono::steady_clock::now() >= deadline;
+  if (outcome.index() == 1 || (expired && !std::get<0>(outcome).ok())) {
+    const auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count();
     co_return Error(Errc::timeout,
-                    what + " did not finish within " +
-                        std::to_string(std::chrono::duration_cast<std::chrono::seconds>(timeout)
-                                           .count()) +
-                        " s");
+                    millis % 1000 == 0
+                        ? what + " did not finish within " + std::to_string(millis / 1000) + " s"
+                        : what + " did not finish within " + std::to_string(millis) + " ms");
   }
   co_return std::move(std::get<0>(outcome));
 }

@@ -1,12 +1,12 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include <fmt/format.h>
 #include <asio/connect.hpp>
 #include <asio/ip/address.hpp>
 #include <asio/read.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/write.hpp>
-#include <fmt/format.h>
 
 #include "net/transports.h"
 
@@ -102,8 +102,8 @@ asio::awaitable<Result<TlsInfo>> SocketTransport::start_tls(
     std::string reason = ec.message();
     const long verify = SSL_get_verify_result(ssl);
     if (verify != X509_V_OK) {
-      reason = fmt::format("certificate verification failed: {}",
-                           X509_verify_cert_error_string(verify));
+      reason =
+          fmt::format("certificate verification failed: {}", X509_verify_cert_error_string(verify));
     }
     co_return Error(Errc::tls, fmt::format("TLS handshake with {} failed: {}", peer_, reason));
   }
@@ -127,8 +127,8 @@ asio::awaitable<Result<TlsInfo>> SocketTransport::start_tls(
 }
 
 asio::awaitable<Result<std::unique_ptr<SocketTransport>>> connect_tcp(const std::string& host,
-                                                                     const std::string& port,
-                                                                     Duration timeout) {
+                                                                      const std::string& port,
+                                                                      Duration timeout) {
   auto executor = co_await asio::this_coro::executor;
   asio::ip::tcp::resolver resolver(executor);
   asio::error_code ec;
@@ -143,8 +143,8 @@ asio::awaitable<Result<std::unique_ptr<SocketTransport>>> connect_tcp(const std:
     auto endpoint = co_await asio::async_connect(socket, endpoints,
                                                  asio::redirect_error(asio::use_awaitable, cec));
     if (cec) {
-      co_return Error(Errc::io, fmt::format("cannot connect to {}:{}: {}", host, port,
-                                            cec.message()));
+      co_return Error(Errc::io,
+                      fmt::format("cannot connect to {}:{}: {}", host, port, cec.message()));
     }
     co_return endpoint;
   };

@@ -49,7 +49,8 @@ Result<std::shared_ptr<asio::ssl::context>> make_tls_context(const TlsOptions& o
   if (!options.protocol_max.empty()) {
     auto max = protocol_version(options.protocol_max);
     if (!max) {
-      return Error(Errc::config, fmt::format("unknown SSL_protocol_max '{}'", options.protocol_max));
+      return Error(Errc::config,
+                   fmt::format("unknown SSL_protocol_max '{}'", options.protocol_max));
     }
     SSL_CTX_set_max_proto_version(ctx, *max);
   }
@@ -58,8 +59,7 @@ Result<std::shared_ptr<asio::ssl::context>> make_tls_context(const TlsOptions& o
     return Error(Errc::config, fmt::format("SSL_cipherlist '{}' rejected: {}", options.cipherlist,
                                            openssl_error_text()));
   }
-  if (options.ciphersuites &&
-      SSL_CTX_set_ciphersuites(ctx, options.ciphersuites->c_str()) != 1) {
+  if (options.ciphersuites && SSL_CTX_set_ciphersuites(ctx, options.ciphersuites->c_str()) != 1) {
     return Error(Errc::config, fmt::format("SSL_ciphersuites '{}' rejected: {}",
                                            *options.ciphersuites, openssl_error_text()));
   }
@@ -70,8 +70,8 @@ Result<std::shared_ptr<asio::ssl::context>> make_tls_context(const TlsOptions& o
   } else if (SSL_CTX_load_verify_locations(
                  ctx, options.ca_file.empty() ? nullptr : options.ca_file.c_str(),
                  options.ca_path.empty() ? nullptr : options.ca_path.c_str()) != 1) {
-    return Error(Errc::config, fmt::format("cannot load SSL_CAfile/SSL_CApath: {}",
-                                           openssl_error_text()));
+    return Error(Errc::config,
+                 fmt::format("cannot load SSL_CAfile/SSL_CApath: {}", openssl_error_text()));
   }
   context->set_verify_mode(options.verify ? asio::ssl::verify_peer : asio::ssl::verify_none);
   return context;

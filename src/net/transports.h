@@ -49,16 +49,16 @@ class SocketTransport final : public Transport {
 
 // Resolves `host` and connects to the first address that answers within `timeout` in total.
 asio::awaitable<Result<std::unique_ptr<SocketTransport>>> connect_tcp(const std::string& host,
-                                                                     const std::string& port,
-                                                                     Duration timeout);
+                                                                      const std::string& port,
+                                                                      Duration timeout);
 
 // Runs `command` through /bin/sh and speaks to it over a socketpair on its stdin/stdout
 // (InterIMAP's type=tunnel). Its stderr goes to /dev/null when `null_stderr`, else to ours.
 class TunnelTransport final : public Transport {
  public:
   static Result<std::unique_ptr<TunnelTransport>> spawn(const asio::any_io_executor& executor,
-                                                       const std::string& command,
-                                                       bool null_stderr);
+                                                        const std::string& command,
+                                                        bool null_stderr);
   ~TunnelTransport() override;
 
   asio::awaitable<Result<std::size_t>> read_some(asio::mutable_buffer buffer) override;

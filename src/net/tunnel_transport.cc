@@ -9,9 +9,9 @@
 #include <cstring>
 #include <thread>
 
+#include <fmt/format.h>
 #include <asio/redirect_error.hpp>
 #include <asio/write.hpp>
-#include <fmt/format.h>
 
 #include "net/transports.h"
 
@@ -72,8 +72,8 @@ asio::awaitable<Result<std::size_t>> TunnelTransport::read_some(asio::mutable_bu
   const std::size_t n =
       co_await socket_.async_read_some(buffer, asio::redirect_error(asio::use_awaitable, ec));
   if (ec == asio::error::eof) {
-    co_return Error(Errc::eof, fmt::format("tunnel command exited or closed its output: {}",
-                                           command_));
+    co_return Error(Errc::eof,
+                    fmt::format("tunnel command exited or closed its output: {}", command_));
   }
   if (ec) co_return Error(Errc::io, fmt::format("read from tunnel: {}", ec.message()));
   counters_.wire_in += n;
