@@ -23,6 +23,7 @@ imap::SessionOptions session_options(const Endpoint& endpoint) {
       endpoint.type == EndpointType::tunnel || endpoint.type == EndpointType::imaps;
   // STARTTLS = NO on type=imap is the explicit "cleartext is fine" (loopback, test servers).
   options.allow_cleartext_credentials = endpoint.type == EndpointType::imap && !endpoint.starttls;
+  options.trace = Log::instance().enabled(LogLevel::debug);
   return options;
 }
 
@@ -365,8 +366,10 @@ asio::awaitable<Status> Client::flush() {
       if (!written) co_return written;
       batch.clear();
     }
+    if (trace) {
+      while (auto line = session_.next_trace()) log_debug("{}: C: {}", endpoint_.name, *line);
+    }
     if (!chunk) break;
-    if (trace) log_debug("{}: C: {}", endpoint_.name, chunk->trace());
     if (large) {
       Status written = co_await write_with_deadline(chunk->bytes);
       if (!written) co_return written;
