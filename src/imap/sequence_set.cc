@@ -138,8 +138,10 @@ bool parse_number(std::string_view text, std::uint32_t& out) {
 }  // namespace
 
 Result<SequenceSet> SequenceSet::parse(std::string_view text) {
-  SequenceSet set;
   if (text.empty()) return Error(Errc::protocol, "empty sequence set", std::string(text), 0);
+  // Ranges are collected, sorted and merged once: adding them one by one would be quadratic for
+  // a server that lists UIDs in descending order.
+  std::vector<Range> ranges;
   std::size_t pos = 0;
   while (pos <= text.size()) {
     std::size_t comma = text.find(',', pos);
@@ -147,17 +149,22 @@ Result<SequenceSet> SequenceSet::parse(std::string_view text) {
     std::string_view item = text.substr(pos, comma - pos);
     std::size_t colon = item.find(':');
     std::uint32_t a = 0, b = 0;
-    bool good = colon == std::string_view::npos ? parse_number(item, a) && (b = a, true)
-                                                : parse_number(item.substr(0, colon), a) &&
-                                                      parse_number(item.substr(colon + 1), b);
+    bool good = colon == std::string_view::npos
+                    ? parse_number(item, a) && (b = a, true)
+                    : parse_number(item.substr(0, colon), a) &&
+                          parse_number(item.substr(colon + 1), b);
     if (!good) {
       return Error(Errc::protocol, "bad sequence set item (non-zero 32-bit numbers expected)",
                    std::string(text), pos);
     }
-    set.add(a, b);
+    ranges.push_back({std::min(a, b), std::max(a, b)});
     if (comma == text.size()) break;
     pos = comma + 1;
   }
+  std::sort(ranges.begin(), ranges.end(),
+            [](const Range& x, const Range& y) { return x.first < y.first; });
+  SequenceSet set;
+  for (const auto& r : ranges) set.add(r.first, r.last);  // ascending: the append fast path
   return set;
 }
 
