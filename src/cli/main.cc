@@ -11,6 +11,8 @@
 #include "cli/options.h"
 #include "cli/probe.h"
 #include "config/config.h"
+#include "store/state_db.h"
+#include "sync/engine.h"
 
 namespace twinbox::cli {
 namespace {
@@ -39,6 +41,38 @@ asio::awaitable<int> run_probe(const config::Config& config, const Options& opti
   co_return rc;
 }
 
+asio::awaitable<int> run_sync(const config::Config& config, const Options& options) {
+  store::PerSide<net::Endpoint> endpoints;
+  for (store::Side side : store::kSides) {
+    auto endpoint =
+        make_endpoint(side == store::Side::local ? config.local : config.remote, options.debug > 0);
+    if (!endpoint) co_return report(endpoint.error());
+    endpoints[side] = std::move(*endpoint);
+  }
+  auto db = store::StateDb::open(config.database);
+  if (!db) {
+    log_error("{}", db.error().to_string());
+    co_return kExitState;
+  }
+  sync::EngineOptions engine_options;
+  engine_options.mailboxes = options.mailboxes;
+  engine_options.dry_run = options.dry_run;
+  sync::Engine engine(config, engine_options, **db, std::move(endpoints));
+  auto summary = co_await engine.run();
+  if (!summary) co_return report(summary.error());
+  const auto& s = *summary;
+  log_info(
+      "{} mailbox(es), {} synced{}; copied {} to local, {} to remote; expunged {} local, {} "
+      "remote; flags set {} local, {} remote{}",
+      s.mailboxes_seen, s.mailboxes_synced,
+      s.mailboxes_failed > 0 ? fmt::format(", {} FAILED", s.mailboxes_failed) : "",
+      s.copied_to[store::Side::local], s.copied_to[store::Side::remote],
+      s.expunged_on[store::Side::local], s.expunged_on[store::Side::remote],
+      s.flags_set_on[store::Side::local], s.flags_set_on[store::Side::remote],
+      s.conflicts > 0 ? fmt::format("; {} conflict(s) resolved", s.conflicts) : "");
+  co_return s.mailboxes_failed > 0 ? kExitPartial : kExitOk;
+}
+
 int run(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
   ParseOutcome parsed = parse_options(argc, argv);
@@ -58,15 +92,14 @@ int run(int argc, char** argv) {
     return report(Error(Errc::config, fmt::format("cannot open logfile {}", *config->logfile)));
   }
 
-  if (!options.probe) {
-    log_error(
-        "synchronisation is not implemented in this build yet (issue 3); "
-        "use --probe to check both servers");
+  if (options.repair || options.remove || options.rename || options.watch) {
+    log_error("--repair, --delete, --rename and --watch are not implemented in this build yet");
     return kExitUsage;
   }
   asio::io_context io;
   int rc = kExitInternal;
-  asio::co_spawn(io, run_probe(*config, options), [&rc](std::exception_ptr e, int value) {
+  auto job = options.probe ? run_probe(*config, options) : run_sync(*config, options);
+  asio::co_spawn(io, std::move(job), [&rc](std::exception_ptr e, int value) {
     if (e) {
       try {
         std::rethrow_exception(e);

@@ -5,8 +5,6 @@
 
 namespace twinbox::sync {
 
-const char* side_name(Side s) { return s == Side::local ? "local" : "remote"; }
-
 namespace {
 
 char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }

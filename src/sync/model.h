@@ -14,16 +14,17 @@
 #include <string_view>
 #include <vector>
 
+#include "store/side.h"
+
 namespace twinbox::sync {
 
-enum class Side { local = 0, remote = 1 };
-inline constexpr std::array<Side, 2> kSides = {Side::local, Side::remote};
-inline constexpr Side other(Side s) { return s == Side::local ? Side::remote : Side::local; }
-inline constexpr std::size_t index(Side s) { return static_cast<std::size_t>(s); }
-const char* side_name(Side s);  // "local" / "remote"
-
-template <class T>
-using PerSide = std::array<T, 2>;
+// The sides are the state database's (store/side.h): one definition for the whole program.
+using store::kSides;
+using store::other;
+using store::PerSide;
+using store::Side;
+using store::side_name;
+inline constexpr std::size_t index(Side s) { return store::side_index(s); }
 
 using Uid = std::uint32_t;
 using ModSeq = std::uint64_t;

@@ -9,8 +9,8 @@ namespace twinbox::sync {
 namespace {
 
 TEST(Model, SideNames) {
-  EXPECT_STREQ(side_name(Side::local), "local");
-  EXPECT_STREQ(side_name(Side::remote), "remote");
+  EXPECT_EQ(side_name(Side::local), "local");
+  EXPECT_EQ(side_name(Side::remote), "remote");
   EXPECT_EQ(other(Side::local), Side::remote);
   EXPECT_EQ(other(Side::remote), Side::local);
   EXPECT_EQ(index(Side::remote), 1u);

@@ -1,0 +1,73 @@
+// The sync engine: one run of the main job. It connects both sides, reconciles the mailbox
+// lists, and for each mailbox pair observes both sides, recovers interrupted work, asks the pure
+// planner what to do and executes the plan, recording every intent before its effect.
+//
+// Crash safety (issue 3 §6): an APPEND is preceded by a durable intent naming the source message,
+// its size and SHA-256, and the target's UIDNEXT at that time; the pair is recorded and the intent
+// completed in one transaction after APPENDUID. A run killed anywhere leaves either no copy (the
+// intent finds nothing and the message is copied again) or exactly one (the intent finds it among
+// the UIDs above the recorded UIDNEXT and pairs it). UIDNEXT and HIGHESTMODSEQ are persisted only
+// after everything below them is applied and recorded.
+#pragma once
+
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <asio/awaitable.hpp>
+
+#include "config/config.h"
+#include "net/client.h"
+#include "store/state_db.h"
+#include "sync/replica.h"
+
+namespace twinbox::sync {
+
+struct EngineOptions {
+  std::vector<std::string> mailboxes;  // command-line MAILBOX...: replaces list-mailbox
+  bool dry_run = false;
+};
+
+struct RunSummary {
+  std::size_t mailboxes_seen = 0, mailboxes_synced = 0, mailboxes_failed = 0;
+  PerSide<std::size_t> copied_to{};  // messages appended to each side
+  PerSide<std::size_t> expunged_on{};
+  PerSide<std::size_t> flags_set_on{};
+  std::size_t conflicts = 0;
+};
+
+class Engine {
+ public:
+  Engine(const config::Config& config, EngineOptions options, store::StateDb& db,
+         PerSide<net::Endpoint> endpoints);
+
+  // The whole run. Errors that end it are returned; per-mailbox failures are logged, counted in
+  // the summary and do not stop the other mailboxes.
+  asio::awaitable<Result<RunSummary>> run();
+
+ private:
+  asio::awaitable<Status> connect();
+  asio::awaitable<Result<std::vector<std::string>>> reconcile_mailboxes();
+  asio::awaitable<Status> sync_mailbox(const std::string& name);
+  asio::awaitable<Status> recover_intents(store::MailboxId id, const std::string& name,
+                                          PerSide<SideObservation>& seen);
+  asio::awaitable<Status> execute(store::MailboxId id, const std::string& name, const Plan& plan,
+                                  PerSide<SideObservation>& seen);
+  asio::awaitable<Status> copy(store::MailboxId id, const std::string& name, Side from,
+                               std::vector<CopyAction> copies, PerSide<SideObservation>& seen);
+  bool ignored(const std::string& name) const;
+
+  const config::Config& config_;
+  EngineOptions options_;
+  store::StateDb& db_;
+  PerSide<net::Endpoint> endpoints_;
+  PerSide<std::unique_ptr<Replica>> replicas_;
+  PerSide<std::map<std::string, ListedMailbox>> listed_;
+  RunSummary summary_;
+};
+
+// "local(INBOX): " style prefix for log lines about one mailbox.
+std::string mailbox_label(Side side, const std::string& internal_name);
+
+}  // namespace twinbox::sync

@@ -1,0 +1,431 @@
+#include "sync/replica.h"
+
+#include <algorithm>
+#include <map>
+
+#include <fmt/format.h>
+
+#include "base/log.h"
+#include "imap/mailbox_name.h"
+
+namespace twinbox::sync {
+
+namespace {
+
+constexpr Uid kMaxUid = 4294967295u;
+
+imap::SequenceSet set_of(const std::vector<Uid>& uids) {
+  std::vector<Uid> sorted = uids;
+  std::sort(sorted.begin(), sorted.end());
+  imap::SequenceSet set;
+  for (Uid uid : sorted) set.add(uid);
+  return set;
+}
+
+bool has_attribute(const imap::ListData& list, std::string_view wanted) {
+  return std::any_of(list.attributes.begin(), list.attributes.end(), [&](const std::string& a) {
+    return a.size() == wanted.size() &&
+           std::equal(a.begin(), a.end(), wanted.begin(), [](char x, char y) {
+             return std::tolower(static_cast<unsigned char>(x)) ==
+                    std::tolower(static_cast<unsigned char>(y));
+           });
+  });
+}
+
+Error rejected(Side side, const std::string& what, const imap::Completion& done) {
+  return Error(Errc::rejected,
+               fmt::format("{}: {} failed: {}", side_name(side), what, done.status.text));
+}
+
+}  // namespace
+
+Replica::Replica(Side side, std::unique_ptr<net::Client> client, std::string list_reference)
+    : side_(side), client_(std::move(client)), reference_(std::move(list_reference)) {}
+
+bool Replica::utf8() const { return client_->session().is_enabled("UTF8=ACCEPT"); }
+
+asio::awaitable<Status> Replica::prepare() {
+  auto& s = client_->session();
+  if (!s.has_capability("QRESYNC") || !s.has_capability("ENABLE")) {
+    co_return Error(Errc::protocol,
+                    fmt::format("{}: the server does not offer QRESYNC (RFC 7162) and ENABLE; "
+                                "twinbox needs both (run --probe for details)",
+                                side_name(side_)));
+  }
+  if (!s.has_capability("UIDPLUS")) {
+    co_return Error(Errc::protocol, fmt::format("{}: the server does not offer UIDPLUS (RFC 4315)",
+                                                side_name(side_)));
+  }
+  const std::vector<std::string> qresync = {"QRESYNC"};
+  auto enable = s.enable(qresync);
+  auto enabled = co_await client_->expect_ok(std::move(enable), "ENABLE QRESYNC");
+  if (!enabled) co_return enabled.error();
+  if (!s.is_enabled("QRESYNC")) {
+    co_return Error(Errc::protocol, fmt::format("{}: ENABLE QRESYNC was not confirmed by the "
+                                                "server (no * ENABLED QRESYNC)",
+                                                side_name(side_)));
+  }
+  // The hierarchy delimiter: LIST "" "" (RFC 9051 §6.3.9).
+  const std::vector<std::string> empty_pattern = {""};
+  auto list = s.list("", empty_pattern);
+  auto listed = co_await client_->expect_ok(std::move(list), "LIST \"\" \"\"");
+  if (!listed) co_return listed.error();
+  for (const auto& response : listed->untagged) {
+    if (const auto* l = std::get_if<imap::ListData>(&response.data)) delimiter_ = l->delimiter;
+  }
+  co_return ok_status();
+}
+
+Result<std::string> Replica::internal_name(const std::string& wire,
+                                           std::optional<char> delimiter) const {
+  auto decoded = imap::mailbox_from_wire(wire, utf8());
+  if (!decoded) return decoded.error();
+  std::string name = *decoded;
+  if (imap::is_inbox(name)) return std::string("INBOX");
+  if (!reference_.empty()) {
+    if (name.compare(0, reference_.size(), reference_) != 0) {
+      return Error(Errc::protocol,
+                   fmt::format("mailbox '{}' is outside list-reference '{}'", name, reference_));
+    }
+    name.erase(0, reference_.size());
+  }
+  if (delimiter) std::replace(name.begin(), name.end(), *delimiter, '\0');
+  return name;
+}
+
+Result<std::string> Replica::server_name(const std::string& internal) const {
+  if (internal == "INBOX") return internal;
+  std::string name = internal;
+  if (name.find('\0') != std::string::npos) {
+    if (!delimiter_) {
+      return Error(Errc::protocol, fmt::format("{}: cannot create a hierarchy on a server without "
+                                               "a hierarchy delimiter",
+                                               side_name(side_)));
+    }
+    std::replace(name.begin(), name.end(), '\0', *delimiter_);
+  }
+  return reference_ + name;
+}
+
+asio::awaitable<Result<std::vector<ListedMailbox>>> Replica::list(
+    const std::vector<std::string>& patterns, const std::vector<std::string>& select_opts) {
+  auto& s = client_->session();
+  imap::cmd::ListOptions options;
+  options.selection = select_opts;
+  options.return_items = {"SUBSCRIBED"};
+  const bool list_status = s.has_capability("LIST-STATUS");
+  if (list_status) options.status_items = {"UIDVALIDITY", "UIDNEXT", "HIGHESTMODSEQ"};
+  // list-mailbox patterns use NUL for "the delimiter" (InterIMAP): substitute this side's.
+  std::vector<std::string> server_patterns;
+  for (std::string p : patterns) {
+    if (delimiter_) std::replace(p.begin(), p.end(), '\0', *delimiter_);
+    server_patterns.push_back(reference_ + p);
+  }
+  auto submitted = s.list("", server_patterns, options);
+  auto done = co_await client_->expect_ok(std::move(submitted), "LIST");
+  if (!done) co_return done.error();
+  std::vector<ListedMailbox> out;
+  std::map<std::string, imap::StatusData> statuses;
+  for (auto& response : done->untagged) {
+    if (auto* status = std::get_if<imap::StatusData>(&response.data)) {
+      statuses[status->mailbox] = *status;
+    }
+  }
+  for (auto& response : done->untagged) {
+    const auto* l = std::get_if<imap::ListData>(&response.data);
+    if (l == nullptr) continue;
+    ListedMailbox m;
+    m.wire = l->mailbox;
+    m.delimiter = l->delimiter;
+    auto name = internal_name(l->mailbox, l->delimiter);
+    if (!name) {
+      log_warning("{}: ignoring mailbox '{}': {}", side_name(side_), printable(l->mailbox),
+                  name.error().message);
+      continue;
+    }
+    m.name = *name;
+    m.selectable = !has_attribute(*l, "\\Noselect") && !has_attribute(*l, "\\NonExistent");
+    m.subscribed = has_attribute(*l, "\\Subscribed");
+    if (auto it = statuses.find(l->mailbox); it != statuses.end()) {
+      m.uidvalidity = it->second.uidvalidity;
+      m.uidnext = it->second.uidnext;
+      m.highestmodseq = it->second.highestmodseq;
+    }
+    out.push_back(std::move(m));
+  }
+  co_return out;
+}
+
+asio::awaitable<Status> Replica::create(const std::string& internal) {
+  auto name = server_name(internal);
+  if (!name) co_return name.error();
+  auto& s = client_->session();
+  auto command = imap::CommandBuilder("CREATE", s.wire_options()).mailbox(*name).build();
+  if (!command) co_return command.error();
+  auto submitted = s.submit(std::move(*command));
+  auto done = co_await client_->wait(std::move(submitted));
+  if (!done) co_return done.error();
+  // ALREADYEXISTS is success for us: another client (or an earlier run) made it.
+  if (!done->ok() && done->status.code.kind != imap::CodeKind::already_exists) {
+    co_return rejected(side_, fmt::format("CREATE {}", printable(*name)), *done);
+  }
+  co_return ok_status();
+}
+
+asio::awaitable<Status> Replica::subscribe(const std::string& internal, bool on) {
+  auto name = server_name(internal);
+  if (!name) co_return name.error();
+  auto& s = client_->session();
+  auto command = imap::CommandBuilder(on ? "SUBSCRIBE" : "UNSUBSCRIBE", s.wire_options())
+                     .mailbox(*name)
+                     .build();
+  if (!command) co_return command.error();
+  auto submitted = s.submit(std::move(*command));
+  auto done = co_await client_->expect_ok(std::move(submitted), on ? "SUBSCRIBE" : "UNSUBSCRIBE");
+  if (!done) co_return done.error();
+  co_return ok_status();
+}
+
+asio::awaitable<Result<SideObservation>> Replica::observe(const std::string& internal,
+                                                          const store::SideState& recorded) {
+  auto name = server_name(internal);
+  if (!name) co_return name.error();
+  auto& s = client_->session();
+  imap::cmd::SelectOptions options;
+  if (recorded.uidvalidity && recorded.highestmodseq && *recorded.highestmodseq > 0) {
+    options.qresync =
+        imap::cmd::QresyncParams{*recorded.uidvalidity, *recorded.highestmodseq, {}, std::nullopt};
+  }
+  auto select = s.select(*name, options);
+  auto selected = co_await client_->wait(std::move(select));
+  if (!selected) co_return selected.error();
+  if (!selected->ok())
+    co_return rejected(side_, fmt::format("SELECT {}", printable(*name)), *selected);
+  selected_ = internal;
+  const auto& state = s.mailbox();
+  if (!state || !state->uidvalidity || !state->uidnext) {
+    co_return Error(Errc::protocol, fmt::format("{}: SELECT {} gave no UIDVALIDITY or UIDNEXT",
+                                                side_name(side_), printable(*name)));
+  }
+  if (state->nomodseq) {
+    co_return Error(Errc::protocol, fmt::format("{}: mailbox {} has no persistent mod-sequences "
+                                                "(NOMODSEQ); twinbox cannot sync it",
+                                                side_name(side_), printable(*name)));
+  }
+  SideObservation observation;
+  observation.uidvalidity = *state->uidvalidity;
+  observation.uidnext = *state->uidnext;
+  if (recorded.uidvalidity && *recorded.uidvalidity != observation.uidvalidity) {
+    observation.uidvalidity_changed = true;
+    co_return observation;
+  }
+  const bool qresync = options.qresync.has_value();
+  for (auto& response : selected->untagged) {
+    if (auto* vanished = std::get_if<imap::VanishedData>(&response.data)) {
+      if (qresync) observation.vanished_set.add(vanished->uids);
+    } else if (auto* fetch = std::get_if<imap::FetchData>(&response.data)) {
+      if (!qresync || !fetch->uid || !fetch->flags) continue;
+      observation.changes.flags[*fetch->uid] = canonical(*fetch->flags);
+      if (fetch->modseq) observation.changes.modseq[*fetch->uid] = *fetch->modseq;
+    }
+  }
+  const Uid from = recorded.uidnext.value_or(1);
+  if (state->exists > 0 && observation.uidnext > from) {
+    const imap::SequenceSet range = [&] {
+      imap::SequenceSet r;
+      r.add(std::max<Uid>(from, 1), kMaxUid);
+      return r;
+    }();
+    auto fetch = s.uid_fetch(range, "(UID FLAGS INTERNALDATE RFC822.SIZE)");
+    auto fetched = co_await client_->wait_all(std::move(fetch));
+    if (!fetched) co_return fetched.error();
+    for (auto& done : *fetched) {
+      if (!done.ok()) co_return rejected(side_, "UID FETCH of new messages", done);
+      for (auto& response : done.untagged) {
+        auto* f = std::get_if<imap::FetchData>(&response.data);
+        // "n:*" always names the last message, even below n (RFC 9051 §6.4.8): filter.
+        if (f == nullptr || !f->uid || *f->uid < from) continue;
+        NewMessage m;
+        m.uid = *f->uid;
+        m.flags = canonical(f->flags.value_or(std::vector<std::string>{}));
+        m.internal_date = f->internaldate.value_or("");
+        m.size = f->rfc822_size.value_or(0);
+        observation.changes.added.push_back(std::move(m));
+      }
+    }
+    std::sort(observation.changes.added.begin(), observation.changes.added.end(),
+              [](const NewMessage& a, const NewMessage& b) { return a.uid < b.uid; });
+  }
+  observation.highestmodseq = highestmodseq();
+  co_return observation;
+}
+
+ModSeq Replica::highestmodseq() const {
+  const auto& state = client_->session().mailbox();
+  return state && state->highestmodseq ? *state->highestmodseq : 0;
+}
+
+std::uint32_t Replica::uidnext() const {
+  const auto& state = client_->session().mailbox();
+  return state && state->uidnext ? *state->uidnext : 0;
+}
+
+asio::awaitable<Result<Replica::Changes>> Replica::changed_since(ModSeq modseq) {
+  auto& s = client_->session();
+  imap::cmd::FetchModifiers modifiers;
+  modifiers.changed_since = modseq;
+  modifiers.vanished = true;
+  imap::SequenceSet all;
+  all.add(1, kMaxUid);
+  auto fetch = s.uid_fetch(all, "(UID FLAGS)", modifiers);
+  auto fetched = co_await client_->wait_all(std::move(fetch));
+  if (!fetched) co_return fetched.error();
+  Changes out;
+  for (auto& done : *fetched) {
+    if (!done.ok()) co_return rejected(side_, "UID FETCH (CHANGEDSINCE)", done);
+    for (auto& response : done.untagged) {
+      if (auto* v = std::get_if<imap::VanishedData>(&response.data)) out.vanished.add(v->uids);
+      auto* f = std::get_if<imap::FetchData>(&response.data);
+      if (f != nullptr && f->uid && f->flags) out.flags[*f->uid] = canonical(*f->flags);
+    }
+  }
+  co_return out;
+}
+
+asio::awaitable<Result<std::vector<FetchedMessage>>> Replica::fetch_bodies(
+    const std::vector<Uid>& uids) {
+  auto& s = client_->session();
+  auto fetch = s.uid_fetch(set_of(uids), "(UID BODY.PEEK[])");
+  auto fetched = co_await client_->wait_all(std::move(fetch));
+  if (!fetched) co_return fetched.error();
+  std::map<Uid, std::string> bodies;
+  for (auto& done : *fetched) {
+    if (!done.ok()) co_return rejected(side_, "UID FETCH BODY.PEEK[]", done);
+    for (auto& response : done.untagged) {
+      auto* f = std::get_if<imap::FetchData>(&response.data);
+      if (f == nullptr || !f->uid) continue;
+      for (auto& body : f->bodies) {
+        if (body.section.empty() && body.data) bodies[*f->uid] = std::move(*body.data);
+      }
+    }
+  }
+  std::vector<FetchedMessage> out;
+  for (Uid uid : uids) {
+    auto it = bodies.find(uid);
+    if (it == bodies.end()) continue;  // expunged meanwhile: the next run sees it vanish
+    out.push_back({uid, std::move(it->second)});
+  }
+  co_return out;
+}
+
+asio::awaitable<Result<std::vector<MessageSummary>>> Replica::summaries_from(Uid from) {
+  auto& s = client_->session();
+  imap::SequenceSet range;
+  range.add(std::max<Uid>(from, 1), kMaxUid);
+  auto fetch = s.uid_fetch(range, "(UID RFC822.SIZE FLAGS)");
+  auto fetched = co_await client_->wait_all(std::move(fetch));
+  if (!fetched) co_return fetched.error();
+  std::vector<MessageSummary> out;
+  for (auto& done : *fetched) {
+    if (!done.ok()) co_return rejected(side_, "UID FETCH (RFC822.SIZE)", done);
+    for (auto& response : done.untagged) {
+      auto* f = std::get_if<imap::FetchData>(&response.data);
+      if (f == nullptr || !f->uid || *f->uid < from) continue;
+      out.push_back({*f->uid, f->rfc822_size.value_or(0),
+                     canonical(f->flags.value_or(std::vector<std::string>{}))});
+    }
+  }
+  co_return out;
+}
+
+asio::awaitable<Result<Replica::Appended>> Replica::append(
+    const std::string& internal, std::vector<imap::cmd::AppendMessage> messages) {
+  auto name = server_name(internal);
+  if (!name) co_return name.error();
+  auto& s = client_->session();
+  const std::size_t count = messages.size();
+  Appended result;
+  if (count > 1 && !s.has_capability("MULTIAPPEND")) {
+    // One APPEND per message, pipelined; each answer carries its own APPENDUID.
+    std::vector<imap::CommandId> ids;
+    for (auto& message : messages) {
+      std::vector<imap::cmd::AppendMessage> one;
+      one.push_back(std::move(message));
+      auto id = s.append(*name, std::move(one));
+      if (!id) co_return id.error();
+      ids.push_back(*id);
+    }
+    auto done = co_await client_->wait_all(std::move(ids));
+    if (!done) co_return done.error();
+    for (auto& completion : *done) {
+      if (!completion.ok())
+        co_return rejected(side_, fmt::format("APPEND to {}", printable(*name)), completion);
+      const auto& code = completion.status.code;
+      if (code.kind != imap::CodeKind::appenduid || code.set_order.size() != 1) {
+        co_return Error(Errc::protocol,
+                        fmt::format("{}: APPEND gave no usable APPENDUID", side_name(side_)));
+      }
+      result.uidvalidity = static_cast<std::uint32_t>(code.number);
+      result.uids.push_back(code.set_order[0]);
+    }
+    co_return result;
+  }
+  auto id = s.append(*name, std::move(messages));
+  auto done = co_await client_->wait(std::move(id));
+  if (!done) co_return done.error();
+  if (!done->ok()) co_return rejected(side_, fmt::format("APPEND to {}", printable(*name)), *done);
+  const auto& code = done->status.code;
+  // CVE-2021-3578 class: validate the code before trusting it.
+  if (code.kind != imap::CodeKind::appenduid || code.set_order.size() != count) {
+    co_return Error(Errc::protocol,
+                    fmt::format("{}: APPEND of {} message(s) answered without a matching "
+                                "APPENDUID ({} UIDs)",
+                                side_name(side_), count, code.set_order.size()));
+  }
+  result.uidvalidity = static_cast<std::uint32_t>(code.number);
+  result.uids = code.set_order;
+  co_return result;
+}
+
+asio::awaitable<Result<bool>> Replica::set_flags(Uid uid, const FlagSet& flags,
+                                                 ModSeq unchanged_since) {
+  auto& s = client_->session();
+  imap::cmd::StoreOp op;
+  op.mode = imap::cmd::StoreMode::replace;
+  op.flags = flags;
+  op.unchanged_since = unchanged_since;
+  const imap::SequenceSet one = imap::SequenceSet::of({uid});
+  auto store = s.uid_store(one, op);
+  auto stored = co_await client_->wait_all(std::move(store));
+  if (!stored) co_return stored.error();
+  for (auto& done : *stored) {
+    if (done.status.code.kind == imap::CodeKind::modified) co_return false;
+    if (!done.ok()) co_return rejected(side_, "UID STORE (UNCHANGEDSINCE)", done);
+  }
+  co_return true;
+}
+
+asio::awaitable<Status> Replica::expunge(const std::vector<Uid>& uids) {
+  if (uids.empty()) co_return ok_status();
+  auto& s = client_->session();
+  const imap::SequenceSet set = set_of(uids);
+  imap::cmd::StoreOp deleted;
+  deleted.flags = {"\\Deleted"};
+  auto store = s.uid_store(set, deleted);
+  auto stored = co_await client_->wait_all(std::move(store));
+  if (!stored) co_return stored.error();
+  for (auto& done : *stored) {
+    if (!done.ok()) co_return rejected(side_, "UID STORE +FLAGS.SILENT (\\Deleted)", done);
+  }
+  // UID EXPUNGE of exactly these UIDs: never plain EXPUNGE, which would also remove other
+  // clients' \Deleted messages (RFC 4315 §2.1, RFC 7162 §3.2.9).
+  auto expunge = s.uid_expunge(set);
+  auto expunged = co_await client_->wait_all(std::move(expunge));
+  if (!expunged) co_return expunged.error();
+  for (auto& done : *expunged) {
+    if (!done.ok()) co_return rejected(side_, "UID EXPUNGE", done);
+  }
+  co_return ok_status();
+}
+
+}  // namespace twinbox::sync

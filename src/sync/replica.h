@@ -1,0 +1,124 @@
+// One side of the sync as the engine sees it: an IMAP server reached through net::Client.
+// It turns the engine's questions ("what changed in this mailbox since HIGHESTMODSEQ m?") into
+// pipelined UID commands and the answers into sync/model.h values. IMAP syntax stops here.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <asio/awaitable.hpp>
+
+#include "net/client.h"
+#include "store/state_db.h"
+#include "sync/model.h"
+
+namespace twinbox::sync {
+
+struct ListedMailbox {
+  std::string wire;  // the name as the server sent it
+  std::string name;  // internal name: UTF-8, reference stripped, delimiter replaced by '\0'
+  std::optional<char> delimiter;
+  bool selectable = true;
+  bool subscribed = false;
+  std::optional<std::uint32_t> uidvalidity, uidnext;
+  std::optional<ModSeq> highestmodseq;
+};
+
+// What SELECT plus the change fetches reported for one mailbox.
+struct SideObservation {
+  SideChanges changes;             // vanished is left empty: the engine intersects vanished_set
+  imap::SequenceSet vanished_set;  // VANISHED (EARLIER), kept as ranges (may be 1:4294967295)
+  std::uint32_t uidvalidity = 0;
+  std::uint32_t uidnext = 0;  // as announced by SELECT
+  ModSeq highestmodseq = 0;   // at the end of the observation (RFC 7162 §6)
+  bool uidvalidity_changed = false;
+};
+
+struct FetchedMessage {
+  Uid uid = 0;
+  std::string body;
+};
+
+// Candidate for matching after a crash: a message appended by an interrupted run.
+struct MessageSummary {
+  Uid uid = 0;
+  std::uint64_t size = 0;
+  FlagSet flags;
+};
+
+class Replica {
+ public:
+  Replica(Side side, std::unique_ptr<net::Client> client, std::string list_reference);
+
+  Side side() const { return side_; }
+  net::Client& client() { return *client_; }
+  std::optional<char> delimiter() const { return delimiter_; }
+
+  // ENABLE QRESYNC; fails when the server cannot do QRESYNC (required by this engine).
+  asio::awaitable<Status> prepare();
+
+  // LIST (select-opts) reference (patterns) RETURN (SUBSCRIBED STATUS (...)), one round trip.
+  asio::awaitable<Result<std::vector<ListedMailbox>>> list(
+      const std::vector<std::string>& patterns, const std::vector<std::string>& select_opts);
+
+  // Internal name -> the server's name (reference prefix, delimiter, modified UTF-7).
+  Result<std::string> server_name(const std::string& internal) const;
+
+  asio::awaitable<Status> create(const std::string& internal);
+  asio::awaitable<Status> subscribe(const std::string& internal, bool on);
+
+  // SELECT the mailbox (with QRESYNC when `recorded` has a UIDVALIDITY and HIGHESTMODSEQ) and
+  // collect what changed since then: VANISHED (EARLIER), flag changes with MODSEQ, and every
+  // message at or above the recorded UIDNEXT (all messages on a first sync).
+  asio::awaitable<Result<SideObservation>> observe(const std::string& internal,
+                                                   const store::SideState& recorded);
+
+  // What changed since `modseq` in the selected mailbox: flags (UID FETCH CHANGEDSINCE) and
+  // expunges (VANISHED (EARLIER)).
+  struct Changes {
+    std::map<Uid, FlagSet> flags;
+    imap::SequenceSet vanished;
+  };
+  asio::awaitable<Result<Changes>> changed_since(ModSeq modseq);
+
+  // Bodies of `uids` in the selected mailbox (BODY.PEEK[]; never sets \Seen).
+  asio::awaitable<Result<std::vector<FetchedMessage>>> fetch_bodies(const std::vector<Uid>& uids);
+
+  // UID, size and flags of every message with UID >= `from` in the selected mailbox.
+  asio::awaitable<Result<std::vector<MessageSummary>>> summaries_from(Uid from);
+
+  struct Appended {
+    std::uint32_t uidvalidity = 0;
+    std::vector<Uid> uids;  // in the order of the messages given
+  };
+  // APPEND (MULTIAPPEND when offered) to the mailbox; needs APPENDUID (UIDPLUS).
+  asio::awaitable<Result<Appended>> append(const std::string& internal,
+                                           std::vector<imap::cmd::AppendMessage> messages);
+
+  // UID STORE uid (UNCHANGEDSINCE m) FLAGS.SILENT (flags): sets the merged flags in one
+  // conditional command (two commands, +FLAGS then -FLAGS, would fail the second on the modseq
+  // the first one raised). False when the server answered MODIFIED: the message changed
+  // concurrently and the next observation will see it (RFC 7162 §3.1.3).
+  asio::awaitable<Result<bool>> set_flags(Uid uid, const FlagSet& flags, ModSeq unchanged_since);
+
+  // UID STORE +FLAGS.SILENT (\Deleted) then UID EXPUNGE of exactly `uids`.
+  asio::awaitable<Status> expunge(const std::vector<Uid>& uids);
+
+  // HIGHESTMODSEQ of the selected mailbox as tracked by the session (RFC 7162 §6).
+  ModSeq highestmodseq() const;
+  std::uint32_t uidnext() const;
+
+ private:
+  Result<std::string> internal_name(const std::string& wire, std::optional<char> delimiter) const;
+  bool utf8() const;
+
+  Side side_;
+  std::unique_ptr<net::Client> client_;
+  std::string reference_;
+  std::optional<char> delimiter_;
+  std::string selected_;
+};
+
+}  // namespace twinbox::sync
