@@ -176,19 +176,9 @@ asio::awaitable<Result<std::vector<std::string>>> Engine::reconcile_mailboxes() 
         skip = true;
         break;
       }
-      // New mailbox: create it, parents first (some servers need them explicitly).
-      for (std::size_t pos = name.find('\0'); pos != std::string::npos;
-           pos = name.find('\0', pos + 1)) {
-        const std::string parent = name.substr(0, pos);
-        if (listed_[side].count(parent) == 0) {
-          Status created = co_await replicas_[side]->create(parent);
-          if (!created) co_return created.error();
-          ListedMailbox placeholder;
-          placeholder.name = parent;
-          placeholder.selectable = true;
-          listed_[side][parent] = placeholder;
-        }
-      }
+      // New mailbox. Names are visited in order, so a selectable parent missing too was created
+      // just before; a server creates any other superior names itself (RFC 3501 §6.3.3), and
+      // creating them here would turn a \Noselect parent into a mailbox that exists on one side.
       Status created = co_await replicas_[side]->create(name);
       if (!created) co_return created.error();
       log_info("{}: created mailbox", mailbox_label(side, name));
