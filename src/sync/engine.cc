@@ -245,20 +245,38 @@ asio::awaitable<Status> Engine::sync_mailbox(const std::string& name) {
   }
 
   PerSide<SideObservation> seen;
+  PerSide<bool> reset{};
   for (Side side : kSides) {
     auto observed = co_await replicas_[side]->observe(name, recorded[side]);
     if (!observed) co_return observed.error();
     seen[side] = std::move(*observed);
-    if (seen[side].uidvalidity_changed) {
-      // Never turn a UIDVALIDITY change into deletions (RFC 7162 §3.2.5.1; mbsync's CVE-like
-      // history). Re-matching by content is not implemented yet: stop here, change nothing.
-      co_return Error(Errc::protocol,
-                      fmt::format("{}: UIDVALIDITY changed from {} to {}; nothing was changed "
-                                  "in this mailbox (re-matching after a UIDVALIDITY change is "
-                                  "not supported yet)",
-                                  mailbox_label(side, name), *recorded[side].uidvalidity,
-                                  seen[side].uidvalidity));
-    }
+    reset[side] = seen[side].uidvalidity_changed;
+  }
+  if (reset[Side::local] && reset[Side::remote]) {
+    co_return Error(Errc::protocol,
+                    fmt::format("{}: UIDVALIDITY changed on both sides; nothing was changed in "
+                                "this mailbox (there is no side left to re-match against)",
+                                shown(name)));
+  }
+  for (Side side : kSides) {
+    if (!reset[side]) continue;
+    // The UIDs recorded for this side are void, the messages are not gone: never turn this into
+    // deletions (RFC 7162 §3.2.5.1). Keep the pairs as orphans of the other side, observe this
+    // side afresh and re-match by size and content below.
+    log_warning("{}: UIDVALIDITY changed from {} to {}: re-matching its messages by content",
+                mailbox_label(side, name), *recorded[side].uidvalidity, seen[side].uidvalidity);
+    auto cleared = db_.clear_side(id, side);
+    if (!cleared) co_return cleared.error();
+    recorded[side] = store::SideState{};
+    auto observed = co_await replicas_[side]->observe(name, recorded[side]);
+    if (!observed) co_return observed.error();
+    seen[side] = std::move(*observed);
+  }
+  auto orphan_count = db_.count_orphans(id);
+  if (!orphan_count) co_return orphan_count.error();
+  if (*orphan_count > 0) {
+    Status rematched = co_await rematch_orphans(id, name, seen);
+    if (!rematched) co_return rematched;
   }
   if (!pending->empty()) {
     Status recovered = co_await recover_intents(id, name, seen);
@@ -295,6 +313,81 @@ asio::awaitable<Status> Engine::sync_mailbox(const std::string& name) {
   Status executed = co_await execute(id, name, *plan, seen);
   if (!executed) co_return executed;
   ++summary_.mailboxes_synced;
+  co_return ok_status();
+}
+
+asio::awaitable<Result<std::string>> Engine::body_hash(Side side, Uid uid) {
+  const std::vector<Uid> one = {uid};
+  auto bodies = co_await replicas_[side]->fetch_bodies(one);
+  if (!bodies) co_return bodies.error();
+  co_return bodies->empty() ? std::string() : sha256_hex((*bodies)[0].body);
+}
+
+asio::awaitable<Status> Engine::rematch_orphans(store::MailboxId id, const std::string& name,
+                                                PerSide<SideObservation>& seen) {
+  auto orphans = db_.orphans(id);
+  if (!orphans) co_return orphans.error();
+  std::size_t matched = 0, restored = 0;
+  for (Side survivor : kSides) {
+    const Side reset = other(survivor);
+    std::map<Uid, const store::Orphan*> mine;
+    for (const auto& o : *orphans) {
+      if (o.side == survivor) mine[o.uid] = &o;
+    }
+    if (mine.empty()) continue;
+    auto present = co_await replicas_[survivor]->summaries_from(1);
+    if (!present) co_return present.error();
+    // Candidates on the reset side: everything it now reports, by size.
+    std::multimap<std::uint64_t, Uid> by_size;
+    for (const auto& m : seen[reset].changes.added) by_size.emplace(m.size, m.uid);
+    std::set<Uid> taken;
+    std::map<std::pair<int, Uid>, std::string> hashes;
+    for (const auto& summary : *present) {
+      auto it = mine.find(summary.uid);
+      if (it == mine.end()) continue;
+      std::optional<Uid> partner;
+      auto [first, last] = by_size.equal_range(summary.size);
+      for (auto c = first; c != last && !partner; ++c) {
+        if (taken.count(c->second)) continue;
+        const auto key_survivor = std::make_pair(static_cast<int>(index(survivor)), summary.uid);
+        const auto key_reset = std::make_pair(static_cast<int>(index(reset)), c->second);
+        if (!hashes.count(key_survivor)) {
+          auto hash = co_await body_hash(survivor, summary.uid);
+          if (!hash) co_return hash.error();
+          hashes[key_survivor] = *hash;
+        }
+        if (!hashes.count(key_reset)) {
+          auto hash = co_await body_hash(reset, c->second);
+          if (!hash) co_return hash.error();
+          hashes[key_reset] = *hash;
+        }
+        if (hashes[key_survivor] == hashes[key_reset]) partner = c->second;
+      }
+      if (partner) {
+        taken.insert(*partner);
+        Status done = db_.rematch_orphan(id, survivor, summary.uid, *partner);
+        if (!done) co_return done;
+        ++matched;
+      } else {
+        // Its partner is gone with the old UIDVALIDITY: copy it back rather than lose it.
+        auto removed = db_.remove_orphan(id, survivor, summary.uid);
+        if (!removed) co_return removed.error();
+        seen[survivor].changes.added.push_back(
+            {summary.uid, summary.flags, summary.internal_date, summary.size});
+        ++restored;
+      }
+      mine.erase(it);
+    }
+    // Orphans whose message is gone from the surviving side too: nothing left to keep.
+    for (const auto& [uid, orphan] : mine) {
+      auto removed = db_.remove_orphan(id, survivor, uid);
+      if (!removed) co_return removed.error();
+    }
+    std::sort(seen[survivor].changes.added.begin(), seen[survivor].changes.added.end(),
+              [](const NewMessage& a, const NewMessage& b) { return a.uid < b.uid; });
+  }
+  log_info("{}: re-matched {} message(s) by content; {} to copy again", shown(name), matched,
+           restored);
   co_return ok_status();
 }
 

@@ -50,6 +50,9 @@ class Engine {
   asio::awaitable<Status> connect();
   asio::awaitable<Result<std::vector<std::string>>> reconcile_mailboxes();
   asio::awaitable<Status> sync_mailbox(const std::string& name);
+  asio::awaitable<Status> rematch_orphans(store::MailboxId id, const std::string& name,
+                                          PerSide<SideObservation>& seen);
+  asio::awaitable<Result<std::string>> body_hash(Side side, Uid uid);
   asio::awaitable<Status> recover_intents(store::MailboxId id, const std::string& name,
                                           PerSide<SideObservation>& seen);
   asio::awaitable<Status> execute(store::MailboxId id, const std::string& name, const Plan& plan,

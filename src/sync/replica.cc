@@ -322,7 +322,7 @@ asio::awaitable<Result<std::vector<MessageSummary>>> Replica::summaries_from(Uid
   auto& s = client_->session();
   imap::SequenceSet range;
   range.add(std::max<Uid>(from, 1), kMaxUid);
-  auto fetch = s.uid_fetch(range, "(UID RFC822.SIZE FLAGS)");
+  auto fetch = s.uid_fetch(range, "(UID RFC822.SIZE FLAGS INTERNALDATE)");
   auto fetched = co_await client_->wait_all(std::move(fetch));
   if (!fetched) co_return fetched.error();
   std::vector<MessageSummary> out;
@@ -332,7 +332,8 @@ asio::awaitable<Result<std::vector<MessageSummary>>> Replica::summaries_from(Uid
       auto* f = std::get_if<imap::FetchData>(&response.data);
       if (f == nullptr || !f->uid || *f->uid < from) continue;
       out.push_back({*f->uid, f->rfc822_size.value_or(0),
-                     canonical(f->flags.value_or(std::vector<std::string>{}))});
+                     canonical(f->flags.value_or(std::vector<std::string>{})),
+                     f->internaldate.value_or("")});
     }
   }
   co_return out;

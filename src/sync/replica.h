@@ -46,6 +46,7 @@ struct MessageSummary {
   Uid uid = 0;
   std::uint64_t size = 0;
   FlagSet flags;
+  std::string internal_date;
 };
 
 class Replica {
@@ -86,7 +87,8 @@ class Replica {
   // Bodies of `uids` in the selected mailbox (BODY.PEEK[]; never sets \Seen).
   asio::awaitable<Result<std::vector<FetchedMessage>>> fetch_bodies(const std::vector<Uid>& uids);
 
-  // UID, size and flags of every message with UID >= `from` in the selected mailbox.
+  // UID, size, flags and INTERNALDATE of every message with UID >= `from` in the selected
+  // mailbox.
   asio::awaitable<Result<std::vector<MessageSummary>>> summaries_from(Uid from);
 
   struct Appended {
