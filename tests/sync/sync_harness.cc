@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <regex.h>
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
@@ -18,7 +19,6 @@
 #include <functional>
 #include <future>
 #include <iostream>
-#include <regex>
 #include <sstream>
 #include <stdexcept>
 #include <system_error>
@@ -843,10 +843,21 @@ KillAt KillAt::after(std::chrono::milliseconds delay) {
   return k;
 }
 
+// POSIX extended regular expressions (glibc: \b works) rather than <regex>: libstdc++ 12's
+// <regex> draws a false -Wmaybe-uninitialized at -O1, which -Werror turns into a build failure.
 KillAt KillAt::on_output(const std::string& regex, int occurrence) {
-  auto re = std::make_shared<std::regex>(regex, std::regex::ECMAScript | std::regex::icase);
+  auto compiled = std::shared_ptr<regex_t>(new regex_t, [](regex_t* r) {
+    ::regfree(r);
+    delete r;
+  });
+  if (::regcomp(compiled.get(), regex.c_str(), REG_EXTENDED | REG_ICASE | REG_NOSUB) != 0) {
+    fail("bad regular expression: " + regex);
+  }
   return on_line(
-      [re](std::string_view line) { return std::regex_search(line.begin(), line.end(), *re); },
+      [compiled](std::string_view line) {
+        const std::string text(line);
+        return ::regexec(compiled.get(), text.c_str(), 0, nullptr, 0) == 0;
+      },
       fmt::format("matching /{}/", regex), occurrence);
 }
 
