@@ -6,9 +6,6 @@
 #include <map>
 #include <set>
 
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
-
 #include <fmt/format.h>
 
 #include "base/log.h"
@@ -68,19 +65,12 @@ Engine::Engine(const config::Config& config, EngineOptions options, store::State
 
 bool Engine::ignored(const std::string& name) const {
   // ignore-mailbox is a PCRE matched against the internal name (delimiter = NUL); bypassed when
-  // mailboxes are named on the command line (InterIMAP semantics).
-  if (!config_.ignore_mailbox || !options_.mailboxes.empty()) return false;
-  int error = 0;
-  PCRE2_SIZE offset = 0;
-  pcre2_code* code =
-      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(config_.ignore_mailbox->data()),
-                    config_.ignore_mailbox->size(), PCRE2_UTF, &error, &offset, nullptr);
-  if (code == nullptr) return false;  // checked when the engine starts
-  pcre2_match_data* match = pcre2_match_data_create_from_pattern(code, nullptr);
-  const int rc = pcre2_match(code, reinterpret_cast<PCRE2_SPTR>(name.data()), name.size(), 0, 0,
-                             match, nullptr);
+  // mailboxes are named on the command line (InterIMAP semantics). Compiled once, in run().
+  if (!ignore_ || !options_.mailboxes.empty()) return false;
+  pcre2_match_data* match = pcre2_match_data_create_from_pattern(ignore_.get(), nullptr);
+  const int rc = pcre2_match(ignore_.get(), reinterpret_cast<PCRE2_SPTR>(name.data()), name.size(),
+                             0, 0, match, nullptr);
   pcre2_match_data_free(match);
-  pcre2_code_free(code);
   return rc >= 0;
 }
 
@@ -111,7 +101,7 @@ asio::awaitable<Result<RunSummary>> Engine::run() {
                                   config_.file, config_.line_of("ignore-mailbox"), offset,
                                   reinterpret_cast<const char*>(message)));
     }
-    pcre2_code_free(code);
+    ignore_.reset(code);
   }
   Status connected = co_await connect();
   if (!connected) co_return connected.error();
@@ -279,7 +269,7 @@ asio::awaitable<Status> Engine::sync_mailbox(const std::string& name) {
     if (!rematched) co_return rematched;
   }
   if (!pending->empty()) {
-    Status recovered = co_await recover_intents(id, name, seen);
+    Status recovered = co_await recover_intents(id, name);
     if (!recovered) co_return recovered;
   }
 
@@ -391,9 +381,7 @@ asio::awaitable<Status> Engine::rematch_orphans(store::MailboxId id, const std::
   co_return ok_status();
 }
 
-asio::awaitable<Status> Engine::recover_intents(store::MailboxId id, const std::string& name,
-                                                PerSide<SideObservation>& seen) {
-  (void)seen;
+asio::awaitable<Status> Engine::recover_intents(store::MailboxId id, const std::string& name) {
   auto pending = db_.pending_intents(id);
   if (!pending) co_return pending.error();
   for (Side target : kSides) {
@@ -571,7 +559,6 @@ asio::awaitable<Status> Engine::execute(store::MailboxId id, const std::string& 
     }
     // Our appends: if they are exactly the UIDs right after the observed UIDNEXT, nobody else
     // delivered in between and UIDNEXT may move past them.
-    const Uid uidnext_now = replicas_[side]->uidnext();
     auto above = co_await replicas_[side]->summaries_from(seen[side].uidnext);
     if (!above) co_return above.error();
     Uid expected = seen[side].uidnext;
@@ -582,7 +569,6 @@ asio::awaitable<Status> Engine::execute(store::MailboxId id, const std::string& 
       if (!*pair) contiguous = false;
       expected = std::max(expected, m.uid + 1);
     }
-    (void)uidnext_now;
     if (only_ours && contiguous) {
       next[side].uidnext = expected;
       next[side].highestmodseq = replicas_[side]->highestmodseq();

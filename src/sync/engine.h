@@ -17,6 +17,9 @@
 
 #include <asio/awaitable.hpp>
 
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
 #include "config/config.h"
 #include "net/client.h"
 #include "store/state_db.h"
@@ -53,8 +56,7 @@ class Engine {
   asio::awaitable<Status> rematch_orphans(store::MailboxId id, const std::string& name,
                                           PerSide<SideObservation>& seen);
   asio::awaitable<Result<std::string>> body_hash(Side side, Uid uid);
-  asio::awaitable<Status> recover_intents(store::MailboxId id, const std::string& name,
-                                          PerSide<SideObservation>& seen);
+  asio::awaitable<Status> recover_intents(store::MailboxId id, const std::string& name);
   asio::awaitable<Status> execute(store::MailboxId id, const std::string& name, const Plan& plan,
                                   PerSide<SideObservation>& seen);
   asio::awaitable<Status> copy(store::MailboxId id, const std::string& name, Side from,
@@ -68,6 +70,7 @@ class Engine {
   PerSide<std::unique_ptr<Replica>> replicas_;
   PerSide<std::map<std::string, ListedMailbox>> listed_;
   RunSummary summary_;
+  std::unique_ptr<pcre2_code, decltype(&pcre2_code_free)> ignore_{nullptr, pcre2_code_free};
 };
 
 // "local(INBOX): " style prefix for log lines about one mailbox.
