@@ -1,10 +1,14 @@
 // twinbox: keep two IMAP servers in sync in both directions.
 #include <signal.h>
 
+#include <chrono>
+#include <cstdlib>
+
 #include <fmt/format.h>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/io_context.hpp>
+#include <asio/signal_set.hpp>
 
 #include "base/log.h"
 #include "cli/endpoint.h"
@@ -41,7 +45,59 @@ asio::awaitable<int> run_probe(const config::Config& config, const Options& opti
   co_return rc;
 }
 
-asio::awaitable<int> run_sync(const config::Config& config, const Options& options) {
+void print_summary(const sync::RunSummary& s) {
+  log_info(
+      "{} mailbox(es), {} synced{}; copied {} to local, {} to remote; expunged {} local, {} "
+      "remote; flags set {} local, {} remote{}",
+      s.mailboxes_seen, s.mailboxes_synced,
+      s.mailboxes_failed > 0 ? fmt::format(", {} FAILED", s.mailboxes_failed) : "",
+      s.copied_to[store::Side::local], s.copied_to[store::Side::remote],
+      s.expunged_on[store::Side::local], s.expunged_on[store::Side::remote],
+      s.flags_set_on[store::Side::local], s.flags_set_on[store::Side::remote],
+      s.conflicts > 0 ? fmt::format("; {} conflict(s) resolved", s.conflicts) : "");
+}
+
+sync::Targets targets_of(const Options& options) {
+  if (options.targets.empty()) return {};
+  sync::Targets t{false, false, false};
+  for (const auto& name : options.targets) {
+    if (name == "local") t.local = true;
+    if (name == "remote") t.remote = true;
+    if (name == "database") t.database = true;
+  }
+  return t;
+}
+
+// SIGINT/SIGTERM ask the engine to stop after the step in progress; a second one ends the
+// process at once (the state database is consistent at every commit).
+class StopOnSignal {
+ public:
+  StopOnSignal(asio::io_context& io, sync::Engine& engine) : signals_(io, SIGINT, SIGTERM) {
+    arm(engine);
+  }
+  ~StopOnSignal() {
+    std::error_code ignored;
+    signals_.cancel(ignored);
+  }
+
+ private:
+  void arm(sync::Engine& engine) {
+    signals_.async_wait([this, &engine](const std::error_code& error, int signal_number) {
+      if (error) return;
+      if (engine.stop_requested()) {
+        log_warning("second signal {}: exiting now", signal_number);
+        std::_Exit(kExitPartial);
+      }
+      log_info("signal {} received: finishing the current step", signal_number);
+      engine.request_stop();
+      arm(engine);
+    });
+  }
+  asio::signal_set signals_;
+};
+
+asio::awaitable<int> run_sync(asio::io_context& io, const config::Config& config,
+                              const Options& options) {
   store::PerSide<net::Endpoint> endpoints;
   for (store::Side side : store::kSides) {
     auto endpoint =
@@ -57,20 +113,27 @@ asio::awaitable<int> run_sync(const config::Config& config, const Options& optio
   sync::EngineOptions engine_options;
   engine_options.mailboxes = options.mailboxes;
   engine_options.dry_run = options.dry_run;
+  engine_options.repair = options.repair;
+  if (options.watch) engine_options.watch = std::chrono::seconds(*options.watch);
+  engine_options.notify = options.notify;
   sync::Engine engine(config, engine_options, **db, std::move(endpoints));
+  StopOnSignal stop(io, engine);
+  if (options.remove || options.rename) {
+    // Two statements, not a conditional expression: g++ 12 miscompiles co_await inside ?:.
+    Status done = ok_status();
+    if (options.remove) {
+      done = co_await engine.delete_mailboxes(options.mailboxes, targets_of(options));
+    } else {
+      done = co_await engine.rename_mailbox(options.mailboxes[0], options.mailboxes[1],
+                                            targets_of(options));
+    }
+    if (!done) co_return report(done.error());
+    co_return kExitOk;
+  }
   auto summary = co_await engine.run();
   if (!summary) co_return report(summary.error());
-  const auto& s = *summary;
-  log_info(
-      "{} mailbox(es), {} synced{}; copied {} to local, {} to remote; expunged {} local, {} "
-      "remote; flags set {} local, {} remote{}",
-      s.mailboxes_seen, s.mailboxes_synced,
-      s.mailboxes_failed > 0 ? fmt::format(", {} FAILED", s.mailboxes_failed) : "",
-      s.copied_to[store::Side::local], s.copied_to[store::Side::remote],
-      s.expunged_on[store::Side::local], s.expunged_on[store::Side::remote],
-      s.flags_set_on[store::Side::local], s.flags_set_on[store::Side::remote],
-      s.conflicts > 0 ? fmt::format("; {} conflict(s) resolved", s.conflicts) : "");
-  co_return s.mailboxes_failed > 0 ? kExitPartial : kExitOk;
+  print_summary(*summary);
+  co_return summary->mailboxes_failed > 0 ? kExitPartial : kExitOk;
 }
 
 int run(int argc, char** argv) {
@@ -92,13 +155,9 @@ int run(int argc, char** argv) {
     return report(Error(Errc::config, fmt::format("cannot open logfile {}", *config->logfile)));
   }
 
-  if (options.repair || options.remove || options.rename || options.watch) {
-    log_error("--repair, --delete, --rename and --watch are not implemented in this build yet");
-    return kExitUsage;
-  }
   asio::io_context io;
   int rc = kExitInternal;
-  auto job = options.probe ? run_probe(*config, options) : run_sync(*config, options);
+  auto job = options.probe ? run_probe(*config, options) : run_sync(io, *config, options);
   asio::co_spawn(io, std::move(job), [&rc](std::exception_ptr e, int value) {
     if (e) {
       try {

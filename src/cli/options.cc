@@ -34,7 +34,7 @@ ParseOutcome parse_options(int argc, char** argv) {
                                "Keep syncing; full cycle every SECONDS (default 60, 900 with "
                                "--notify)")
                     ->expected(0, 1)
-                    ->default_str("0")
+                    ->default_str("60")
                     ->type_name("SECONDS");
   app.add_flag("--notify", options.notify, "Wait for changes with IMAP NOTIFY (RFC 5465)");
   app.add_flag("-q,--quiet", options.quiet, "Only print warnings and errors");

@@ -8,6 +8,10 @@
 
 #include <fmt/format.h>
 
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+
 #include "base/log.h"
 #include "sync/planner.h"
 
@@ -86,28 +90,99 @@ asio::awaitable<Status> Engine::connect() {
   co_return ok_status();
 }
 
-asio::awaitable<Result<RunSummary>> Engine::run() {
-  if (config_.ignore_mailbox) {
-    int error = 0;
-    PCRE2_SIZE offset = 0;
-    pcre2_code* code =
-        pcre2_compile(reinterpret_cast<PCRE2_SPTR>(config_.ignore_mailbox->data()),
-                      config_.ignore_mailbox->size(), PCRE2_UTF, &error, &offset, nullptr);
-    if (code == nullptr) {
-      PCRE2_UCHAR message[256];
-      pcre2_get_error_message(error, message, sizeof message);
-      co_return Error(Errc::config,
-                      fmt::format("{}:{}: ignore-mailbox is not a valid PCRE at offset {}: {}",
-                                  config_.file, config_.line_of("ignore-mailbox"), offset,
-                                  reinterpret_cast<const char*>(message)));
-    }
-    ignore_.reset(code);
+Status Engine::compile_ignore_pattern() {
+  if (!config_.ignore_mailbox || ignore_) return ok_status();
+  int error = 0;
+  PCRE2_SIZE offset = 0;
+  pcre2_code* code =
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(config_.ignore_mailbox->data()),
+                    config_.ignore_mailbox->size(), PCRE2_UTF, &error, &offset, nullptr);
+  if (code == nullptr) {
+    PCRE2_UCHAR message[256];
+    pcre2_get_error_message(error, message, sizeof message);
+    return Error(Errc::config,
+                 fmt::format("{}:{}: ignore-mailbox is not a valid PCRE at offset {}: {}",
+                             config_.file, config_.line_of("ignore-mailbox"), offset,
+                             reinterpret_cast<const char*>(message)));
   }
-  Status connected = co_await connect();
-  if (!connected) co_return connected.error();
+  ignore_.reset(code);
+  return ok_status();
+}
+
+void Engine::disconnect() {
+  for (Side side : kSides) {
+    if (replicas_[side]) replicas_[side]->client().close();
+    replicas_[side].reset();
+  }
+}
+
+asio::awaitable<void> Engine::pause(std::chrono::milliseconds duration) {
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  const auto until = std::chrono::steady_clock::now() + duration;
+  while (!stop_ && std::chrono::steady_clock::now() < until) {
+    timer.expires_after(std::min<std::chrono::steady_clock::duration>(
+        std::chrono::milliseconds(200), until - std::chrono::steady_clock::now()));
+    co_await timer.async_wait(asio::use_awaitable);
+  }
+}
+
+std::string Engine::from_command_line(std::string name) const {
+  // Names on the command line use the local delimiter (InterIMAP); internally it is NUL.
+  const auto delimiter =
+      replicas_[Side::local] ? replicas_[Side::local]->delimiter() : std::nullopt;
+  if (delimiter) std::replace(name.begin(), name.end(), *delimiter, '\0');
+  return name;
+}
+
+asio::awaitable<Result<RunSummary>> Engine::run() {
+  Status compiled = compile_ignore_pattern();
+  if (!compiled) co_return compiled.error();
+  // Watch mode survives connection losses: reconnect with exponential backoff (1 s .. 5 min).
+  // Authentication, TLS and protocol errors are not retried: they need the user.
+  std::chrono::milliseconds backoff(1000);
+  const auto retry = [&](const Error& e) {
+    return options_.watch && (e.code == Errc::io || e.code == Errc::eof || e.code == Errc::timeout);
+  };
+  while (!stop_) {
+    Status step = ok_status();
+    if (!replicas_[Side::local] || !replicas_[Side::remote]) step = co_await connect();
+    if (step) step = co_await cycle();
+    if (step && options_.watch && !stop_) {
+      auto woke = co_await wait_for_changes();
+      if (!woke) step = woke.error();
+    }
+    if (!step) {
+      if (!retry(step.error())) {
+        disconnect();
+        co_return step.error();
+      }
+      log_warning("{}; reconnecting in {} s", step.error().to_string(), backoff.count() / 1000);
+      disconnect();
+      co_await pause(backoff);
+      backoff = std::min<std::chrono::milliseconds>(backoff * 2, std::chrono::minutes(5));
+      continue;
+    }
+    backoff = std::chrono::milliseconds(1000);
+    if (!options_.watch) break;
+  }
+  if (stop_) log_info("stopping as asked; the state is saved");
+  for (Side side : kSides) {
+    if (replicas_[side]) co_await replicas_[side]->client().logout();
+  }
+  disconnect();
+  co_return summary_;
+}
+
+asio::awaitable<Status> Engine::cycle() {
+  // LIST-STATUS may not report the selected mailbox exactly (RFC 5819 §4): leave it first.
+  for (Side side : kSides) {
+    Status left = co_await replicas_[side]->unselect();
+    if (!left) co_return left;
+  }
   auto names = co_await reconcile_mailboxes();
   if (!names) co_return names.error();
   for (const auto& name : *names) {
+    if (stop_) break;
     Status synced = co_await sync_mailbox(name);
     if (!synced) {
       ++summary_.mailboxes_failed;
@@ -115,20 +190,57 @@ asio::awaitable<Result<RunSummary>> Engine::run() {
       if (fatal_for_run(synced.error())) co_return synced.error();
     }
   }
-  for (Side side : kSides) co_await replicas_[side]->client().logout();
-  co_return summary_;
+  co_return ok_status();
+}
+
+asio::awaitable<Result<bool>> Engine::wait_for_changes() {
+  // NOTIFY (RFC 5465) covers every mailbox on one connection; without it, IDLE covers INBOX and
+  // the other mailboxes are looked at by the full cycle every `watch` seconds.
+  PerSide<bool> notifying{}, idling{};
+  for (Side side : kSides) {
+    auto& replica = *replicas_[side];
+    if (options_.notify && replica.client().session().has_capability("NOTIFY")) {
+      Status set = co_await replica.notify(true);
+      if (!set) co_return set.error();
+      notifying[side] = true;
+      continue;
+    }
+    if (listed_[side].count("INBOX")) {
+      auto started = co_await replica.start_idle("INBOX");
+      if (!started) co_return started.error();
+      idling[side] = *started;
+    }
+  }
+  const auto until = std::chrono::steady_clock::now() + *options_.watch;
+  bool changed = false;
+  while (!stop_ && !changed && std::chrono::steady_clock::now() < until) {
+    for (Side side : kSides) {
+      auto woke = co_await replicas_[side]->wait_for_change(std::chrono::milliseconds(250));
+      if (!woke) co_return woke.error();
+      if (*woke) {
+        log_debug("{}: change announced", side_name(side));
+        changed = true;
+      }
+    }
+  }
+  for (Side side : kSides) {
+    if (idling[side]) {
+      Status done = co_await replicas_[side]->stop_idle();
+      if (!done) co_return done.error();
+    }
+    if (notifying[side]) {
+      Status done = co_await replicas_[side]->notify(false);
+      if (!done) co_return done.error();
+    }
+  }
+  co_return !stop_;
 }
 
 asio::awaitable<Result<std::vector<std::string>>> Engine::reconcile_mailboxes() {
   std::vector<std::string> patterns = config_.list_mailbox;
   if (!options_.mailboxes.empty()) {
-    // Names on the command line use the local delimiter (InterIMAP); internally it is NUL.
     patterns.clear();
-    const auto delimiter = replicas_[Side::local]->delimiter();
-    for (std::string name : options_.mailboxes) {
-      if (delimiter) std::replace(name.begin(), name.end(), *delimiter, '\0');
-      patterns.push_back(std::move(name));
-    }
+    for (const auto& name : options_.mailboxes) patterns.push_back(from_command_line(name));
   }
   for (Side side : kSides) {
     auto listed = co_await replicas_[side]->list(patterns, config_.list_select_opts);
@@ -221,7 +333,7 @@ asio::awaitable<Status> Engine::sync_mailbox(const std::string& name) {
   if (!pending) co_return pending.error();
 
   // Nothing moved on either side (LIST-STATUS said so): no SELECT at all.
-  bool unchanged = pending->empty();
+  bool unchanged = pending->empty() && !options_.repair;
   for (Side side : kSides) {
     const auto& m = listed_[side][name];
     const auto& r = recorded[side];
@@ -275,24 +387,146 @@ asio::awaitable<Status> Engine::sync_mailbox(const std::string& name) {
 
   auto pairs = db_.pairs(id, Side::local);
   if (!pairs) co_return pairs.error();
-  MailboxObservation observation;
   PerSide<std::set<Uid>> paired;
   for (const auto& p : *pairs) {
-    observation.pairs.push_back({p.uids[Side::local], p.uids[Side::remote], split_flags(p.flags)});
     for (Side side : kSides) paired[side].insert(p.uids[side]);
   }
+  // Messages an interrupted run appended and recorded are above the recorded UIDNEXT but
+  // already paired: not new.
+  for (Side side : kSides) {
+    std::erase_if(seen[side].changes.added,
+                  [&](const NewMessage& m) { return paired[side].count(m.uid) > 0; });
+  }
+
+  // Distrust the server (issue 3 §4): change tracking that went backwards, or a message count
+  // that the recorded pairs, the VANISHED set and the new messages do not explain, means
+  // CHANGEDSINCE/VANISHED cannot be relied on: re-read the whole side.
+  PerSide<std::optional<Replica::FullObservation>> full;
+  PerSide<std::vector<std::string>> distrust;
+  for (Side side : kSides) {
+    std::vector<std::string> reasons = seen[side].distrust;
+    if (!reset[side] && recorded[side].uidnext && !options_.repair) {
+      std::size_t expected = 0;
+      for (Uid uid : paired[side]) expected += seen[side].vanished_set.contains(uid) ? 0 : 1;
+      expected += seen[side].changes.added.size();
+      if (expected != seen[side].exists) {
+        reasons.push_back(fmt::format(
+            "the mailbox has {} message(s) but the recorded state and the changes reported "
+            "since account for {}",
+            seen[side].exists, expected));
+      }
+    }
+    distrust[side] = std::move(reasons);
+  }
+  // Either side in doubt: re-read both, so that messages the state lost track of on one side can
+  // be paired by content with their partners on the other instead of being copied again.
+  const bool reread =
+      options_.repair || !distrust[Side::local].empty() || !distrust[Side::remote].empty();
+  for (Side side : kSides) {
+    if (!reread) break;
+    for (const auto& reason : distrust[side]) {
+      log_warning("{}: {}: re-reading the whole mailbox", mailbox_label(side, name), reason);
+    }
+    auto all = co_await replicas_[side]->observe_all(name);
+    if (!all) co_return all.error();
+    if (all->state.uidvalidity != seen[side].uidvalidity) {
+      co_return Error(Errc::protocol, fmt::format("{}: UIDVALIDITY changed during the sync",
+                                                  mailbox_label(side, name)));
+    }
+    seen[side] = all->state;
+    full[side] = std::move(*all);
+  }
+
+  MailboxObservation observation;
+  Plan extra;  // what the full re-read decides outside the planner: copies back and forgets
+  PerSide<std::map<Uid, const MessageSummary*>> present;
+  for (Side side : kSides) {
+    if (!full[side]) continue;
+    for (const auto& m : full[side]->messages) present[side][m.uid] = &m;
+  }
+  const auto gone = [&](Side side, Uid uid) {
+    return full[side] ? !present[side].count(uid) : seen[side].vanished_set.contains(uid);
+  };
+  for (const auto& p : *pairs) {
+    Pair pair{p.uids[Side::local], p.uids[Side::remote], split_flags(p.flags)};
+    PerSide<bool> missing{};
+    for (Side side : kSides) missing[side] = full[side] && gone(side, p.uids[side]);
+    if (missing[Side::local] || missing[Side::remote]) {
+      const bool both = (missing[Side::local] || gone(Side::local, pair.local_uid)) &&
+                        (missing[Side::remote] || gone(Side::remote, pair.remote_uid));
+      if (both) {
+        log_warning("{}: pair (local UID {}, remote UID {}) is gone from both sides; forgetting it",
+                    shown(name), pair.local_uid, pair.remote_uid);
+        extra.forgets.push_back({pair});
+      } else {
+        // Recorded as synced, absent without a VANISHED to say it was expunged: copy it back
+        // from the side that still has it rather than expunge it there.
+        const Side from = missing[Side::local] ? Side::remote : Side::local;
+        const Uid uid = p.uids[from];
+        log_warning("{}: UID {} disappeared; copying UID {} back from {}",
+                    mailbox_label(other(from), name), p.uids[other(from)], uid, side_name(from));
+        CopyAction copy;
+        copy.from = from;
+        copy.uid = uid;
+        copy.flags = pair.flags;
+        if (full[from]) {
+          copy.flags = present[from].at(uid)->flags;
+        } else if (auto f = seen[from].changes.flags.find(uid);
+                   f != seen[from].changes.flags.end()) {
+          copy.flags = f->second;
+        }
+        seen[from].changes.flags.erase(uid);
+        copy.replaces = pair;
+        extra.copies.push_back(std::move(copy));
+      }
+      continue;
+    }
+    for (Side side : kSides) {
+      if (!full[side]) continue;
+      const MessageSummary& m = *present[side].at(p.uids[side]);
+      if (!same_flags(m.flags, pair.flags)) {
+        seen[side].changes.flags[m.uid] = m.flags;
+        seen[side].changes.modseq[m.uid] = m.modseq;
+      }
+    }
+    observation.pairs.push_back(std::move(pair));
+  }
+  for (Side side : kSides) {
+    if (!full[side]) continue;
+    seen[side].changes.added.clear();
+    for (const auto& m : full[side]->messages) {
+      if (paired[side].count(m.uid)) continue;
+      if (!options_.repair && m.uid < recorded[side].uidnext.value_or(1)) {
+        log_warning("{}: UID {} is not in the state database; copying it",
+                    mailbox_label(side, name), m.uid);
+      }
+      seen[side].changes.added.push_back({m.uid, m.flags, m.internal_date, m.size});
+    }
+  }
+  // Both sides hold messages the database knows nothing about (--repair, or a first sync of a
+  // mailbox that already exists on both sides, e.g. after `--target=database --delete`): pair
+  // the identical ones instead of copying each of them both ways.
+  const bool first_sync = !recorded[Side::local].uidvalidity && !recorded[Side::remote].uidvalidity;
+  if ((full[Side::local] && full[Side::remote]) ||
+      (first_sync && !seen[Side::local].changes.added.empty() &&
+       !seen[Side::remote].changes.added.empty())) {
+    Status matched = co_await pair_by_content(id, name, seen, observation);
+    if (!matched) co_return matched;
+  }
+
   for (Side side : kSides) {
     SideChanges changes = seen[side].changes;
-    for (Uid uid : paired[side]) {
-      if (seen[side].vanished_set.contains(uid)) changes.vanished.push_back(uid);
+    if (!full[side]) {
+      for (Uid uid : paired[side]) {
+        if (seen[side].vanished_set.contains(uid)) changes.vanished.push_back(uid);
+      }
     }
-    // Messages an interrupted run appended and recorded are above the recorded UIDNEXT but
-    // already paired: not new.
-    std::erase_if(changes.added, [&](const NewMessage& m) { return paired[side].count(m.uid); });
     observation.changes[side] = std::move(changes);
   }
   auto plan = plan_mailbox(observation);
   if (!plan) co_return plan.error();
+  for (auto& copy : extra.copies) plan->copies.push_back(std::move(copy));
+  for (auto& forget : extra.forgets) plan->forgets.push_back(std::move(forget));
   for (const auto& note : plan->notes) log_warning("{}: {}", shown(name), note);
   summary_.conflicts += plan->notes.size();
   if (options_.dry_run) {
@@ -303,6 +537,74 @@ asio::awaitable<Status> Engine::sync_mailbox(const std::string& name) {
   Status executed = co_await execute(id, name, *plan, seen);
   if (!executed) co_return executed;
   ++summary_.mailboxes_synced;
+  co_return ok_status();
+}
+
+asio::awaitable<Status> Engine::pair_by_content(store::MailboxId id, const std::string& name,
+                                                PerSide<SideObservation>& seen,
+                                                MailboxObservation& observation) {
+  // --repair: messages on both sides that the database does not pair may be the same message
+  // (a lost or older database). Pair those with equal size and SHA-256 instead of copying them
+  // both ways; the base flags are what both sides share, so the merge keeps every flag set.
+  std::multimap<std::uint64_t, std::size_t> remote_by_size;
+  auto& remote_added = seen[Side::remote].changes.added;
+  auto& local_added = seen[Side::local].changes.added;
+  for (std::size_t i = 0; i < remote_added.size(); ++i) {
+    remote_by_size.emplace(remote_added[i].size, i);
+  }
+  std::set<std::size_t> taken_remote, taken_local;
+  std::size_t matched = 0;
+  for (std::size_t i = 0; i < local_added.size(); ++i) {
+    const NewMessage& mine = local_added[i];
+    auto [first, last] = remote_by_size.equal_range(mine.size);
+    if (first == last) continue;
+    auto local_hash = co_await body_hash(Side::local, mine.uid);
+    if (!local_hash) co_return local_hash.error();
+    for (auto c = first; c != last; ++c) {
+      if (taken_remote.count(c->second)) continue;
+      const NewMessage& theirs = remote_added[c->second];
+      auto remote_hash = co_await body_hash(Side::remote, theirs.uid);
+      if (!remote_hash) co_return remote_hash.error();
+      if (*remote_hash != *local_hash) continue;
+      FlagSet base;
+      for (const auto& flag : mine.flags) {
+        if (has_flag(theirs.flags, flag)) base.push_back(flag);
+      }
+      store::Pair pair;
+      pair.uids[Side::local] = mine.uid;
+      pair.uids[Side::remote] = theirs.uid;
+      pair.flags = join_flags(base);
+      Status added = db_.add_pair(id, pair);
+      if (!added) co_return added;
+      observation.pairs.push_back({mine.uid, theirs.uid, base});
+      if (!same_flags(mine.flags, base)) seen[Side::local].changes.flags[mine.uid] = mine.flags;
+      if (!same_flags(theirs.flags, base))
+        seen[Side::remote].changes.flags[theirs.uid] = theirs.flags;
+      taken_remote.insert(c->second);
+      taken_local.insert(i);
+      ++matched;
+      break;
+    }
+  }
+  const auto drop = [](std::vector<NewMessage>& list, const std::set<std::size_t>& taken) {
+    std::vector<NewMessage> kept;
+    for (std::size_t i = 0; i < list.size(); ++i) {
+      if (!taken.count(i)) kept.push_back(std::move(list[i]));
+    }
+    list = std::move(kept);
+  };
+  drop(local_added, taken_local);
+  drop(remote_added, taken_remote);
+  if (matched > 0) {
+    log_warning("{}: paired {} message(s) found on both sides but missing from the database",
+                shown(name), matched);
+  }
+  for (Side side : kSides) {
+    for (const auto& m : seen[side].changes.added) {
+      log_warning("{}: UID {} has no partner on {}; copying it", mailbox_label(side, name), m.uid,
+                  side_name(other(side)));
+    }
+  }
   co_return ok_status();
 }
 
@@ -634,7 +936,8 @@ asio::awaitable<Status> Engine::copy(store::MailboxId id, const std::string& nam
       intents.push_back(*recorded);
       imap::cmd::AppendMessage message;
       for (const auto& flag : action.flags) message.flags.push_back(flag);
-      message.internal_date = action.internal_date;
+      message.internal_date =
+          action.internal_date.empty() ? fetched.internal_date : action.internal_date;
       message.content = std::move(fetched.body);
       messages.push_back(std::move(message));
       actions.push_back(&action);

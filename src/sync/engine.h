@@ -10,6 +10,7 @@
 // after everything below them is applied and recorded.
 #pragma once
 
+#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -30,6 +31,20 @@ namespace twinbox::sync {
 struct EngineOptions {
   std::vector<std::string> mailboxes;  // command-line MAILBOX...: replaces list-mailbox
   bool dry_run = false;
+  // --repair: re-read every message of both sides instead of asking for changes, re-copy what is
+  // missing, pair what matches by content, report every discrepancy.
+  bool repair = false;
+  // --watch[=N]: after a cycle, wait for changes (IDLE on INBOX, or NOTIFY on every mailbox with
+  // `notify`) and run a cycle when one comes, or every `watch` at the latest. Connection losses
+  // are retried with backoff.
+  std::optional<std::chrono::seconds> watch;
+  bool notify = false;
+};
+
+// Which of local, remote and the state database --delete/--rename act on (--target).
+struct Targets {
+  bool local = true, remote = true, database = true;
+  bool side(Side s) const { return s == Side::local ? local : remote; }
 };
 
 struct RunSummary {
@@ -49,12 +64,36 @@ class Engine {
   // the summary and do not stop the other mailboxes.
   asio::awaitable<Result<RunSummary>> run();
 
+  // --delete NAME...: DELETE on the targeted servers where it exists, and forget it in the
+  // database if targeted. INBOX is refused; an unknown name changes nothing.
+  asio::awaitable<Status> delete_mailboxes(const std::vector<std::string>& names, Targets targets);
+  // --rename FROM TO: RENAME on the targeted servers (inferiors follow, RFC 9051 §6.3.6) and in
+  // the database. Refused when TO exists on a targeted side or in the database.
+  asio::awaitable<Status> rename_mailbox(const std::string& from, const std::string& to,
+                                         Targets targets);
+
+  // SIGINT/SIGTERM: finish the step in progress (the mailbox being synced keeps its state
+  // consistent at every step), then end the run successfully.
+  void request_stop() { stop_ = true; }
+  bool stop_requested() const { return stop_; }
+
  private:
+  Status compile_ignore_pattern();
+  asio::awaitable<Status> cycle();
+  // Watch mode: true when a change was announced or the interval passed, false when stopping.
+  asio::awaitable<Result<bool>> wait_for_changes();
+  asio::awaitable<void> pause(std::chrono::milliseconds duration);  // interrupted by a stop
+  void disconnect();
+  // Internal name of a name given on the command line (local delimiter -> NUL).
+  std::string from_command_line(std::string name) const;
   asio::awaitable<Status> connect();
   asio::awaitable<Result<std::vector<std::string>>> reconcile_mailboxes();
   asio::awaitable<Status> sync_mailbox(const std::string& name);
   asio::awaitable<Status> rematch_orphans(store::MailboxId id, const std::string& name,
                                           PerSide<SideObservation>& seen);
+  asio::awaitable<Status> pair_by_content(store::MailboxId id, const std::string& name,
+                                          PerSide<SideObservation>& seen,
+                                          MailboxObservation& observation);
   asio::awaitable<Result<std::string>> body_hash(Side side, Uid uid);
   asio::awaitable<Status> recover_intents(store::MailboxId id, const std::string& name);
   asio::awaitable<Status> execute(store::MailboxId id, const std::string& name, const Plan& plan,
@@ -70,6 +109,7 @@ class Engine {
   PerSide<std::unique_ptr<Replica>> replicas_;
   PerSide<std::map<std::string, ListedMailbox>> listed_;
   RunSummary summary_;
+  bool stop_ = false;
   std::unique_ptr<pcre2_code, decltype(&pcre2_code_free)> ignore_{nullptr, pcre2_code_free};
 };
 

@@ -81,7 +81,8 @@ Result<std::string> Replica::internal_name(const std::string& wire,
   auto decoded = imap::mailbox_from_wire(wire, utf8());
   if (!decoded) return decoded.error();
   std::string name = *decoded;
-  if (imap::is_inbox(name)) return std::string("INBOX");
+  // With a list-reference, every name is under it, INBOX included: several accounts can then
+  // share one server, each under its own prefix, without their INBOXes mixing.
   if (!reference_.empty()) {
     if (name.compare(0, reference_.size(), reference_) != 0) {
       return Error(Errc::protocol,
@@ -89,12 +90,13 @@ Result<std::string> Replica::internal_name(const std::string& wire,
     }
     name.erase(0, reference_.size());
   }
+  if (imap::is_inbox(name)) return std::string("INBOX");
   if (delimiter) std::replace(name.begin(), name.end(), *delimiter, '\0');
   return name;
 }
 
 Result<std::string> Replica::server_name(const std::string& internal) const {
-  if (internal == "INBOX") return internal;
+  if (internal == "INBOX") return reference_ + internal;
   std::string name = internal;
   if (name.find('\0') != std::string::npos) {
     if (!delimiter_) {
@@ -215,6 +217,7 @@ asio::awaitable<Result<SideObservation>> Replica::observe(const std::string& int
   SideObservation observation;
   observation.uidvalidity = *state->uidvalidity;
   observation.uidnext = *state->uidnext;
+  observation.exists = state->exists;
   if (recorded.uidvalidity && *recorded.uidvalidity != observation.uidvalidity) {
     observation.uidvalidity_changed = true;
     co_return observation;
@@ -242,9 +245,22 @@ asio::awaitable<Result<SideObservation>> Replica::observe(const std::string& int
     for (auto& done : *fetched) {
       if (!done.ok()) co_return rejected(side_, "UID FETCH of new messages", done);
       for (auto& response : done.untagged) {
+        if (auto* vanished = std::get_if<imap::VanishedData>(&response.data)) {
+          // An expunge by another client while we were reading (RFC 7162 §3.2.10).
+          observation.vanished_set.add(vanished->uids);
+          continue;
+        }
         auto* f = std::get_if<imap::FetchData>(&response.data);
-        // "n:*" always names the last message, even below n (RFC 9051 §6.4.8): filter.
-        if (f == nullptr || !f->uid || *f->uid < from) continue;
+        if (f == nullptr || !f->uid) continue;
+        if (*f->uid < from) {
+          // "n:*" always names the last message, even below n (RFC 9051 §6.4.8); and a flag
+          // change by another client may arrive meanwhile: keep it, HIGHESTMODSEQ covers it.
+          if (qresync && f->flags && f->modseq) {
+            observation.changes.flags[*f->uid] = canonical(*f->flags);
+            observation.changes.modseq[*f->uid] = *f->modseq;
+          }
+          continue;
+        }
         NewMessage m;
         m.uid = *f->uid;
         m.flags = canonical(f->flags.value_or(std::vector<std::string>{}));
@@ -257,6 +273,15 @@ asio::awaitable<Result<SideObservation>> Replica::observe(const std::string& int
               [](const NewMessage& a, const NewMessage& b) { return a.uid < b.uid; });
   }
   observation.highestmodseq = highestmodseq();
+  observation.exists = s.mailbox() ? s.mailbox()->exists : 0;
+  if (recorded.highestmodseq && observation.highestmodseq < *recorded.highestmodseq) {
+    observation.distrust.push_back(
+        fmt::format("HIGHESTMODSEQ {} is below the {} recorded after the last sync",
+                    observation.highestmodseq, *recorded.highestmodseq));
+  }
+  if (s.mailbox()) {
+    for (const auto& line : s.mailbox()->anomalies) observation.distrust.push_back(line);
+  }
   co_return observation;
 }
 
@@ -295,15 +320,17 @@ asio::awaitable<Result<Replica::Changes>> Replica::changed_since(ModSeq modseq) 
 asio::awaitable<Result<std::vector<FetchedMessage>>> Replica::fetch_bodies(
     const std::vector<Uid>& uids) {
   auto& s = client_->session();
-  auto fetch = s.uid_fetch(set_of(uids), "(UID BODY.PEEK[])");
+  auto fetch = s.uid_fetch(set_of(uids), "(UID INTERNALDATE BODY.PEEK[])");
   auto fetched = co_await client_->wait_all(std::move(fetch));
   if (!fetched) co_return fetched.error();
   std::map<Uid, std::string> bodies;
+  std::map<Uid, std::string> dates;
   for (auto& done : *fetched) {
     if (!done.ok()) co_return rejected(side_, "UID FETCH BODY.PEEK[]", done);
     for (auto& response : done.untagged) {
       auto* f = std::get_if<imap::FetchData>(&response.data);
       if (f == nullptr || !f->uid) continue;
+      if (f->internaldate) dates[*f->uid] = *f->internaldate;
       for (auto& body : f->bodies) {
         if (body.section.empty() && body.data) bodies[*f->uid] = std::move(*body.data);
       }
@@ -313,7 +340,7 @@ asio::awaitable<Result<std::vector<FetchedMessage>>> Replica::fetch_bodies(
   for (Uid uid : uids) {
     auto it = bodies.find(uid);
     if (it == bodies.end()) continue;  // expunged meanwhile: the next run sees it vanish
-    out.push_back({uid, std::move(it->second)});
+    out.push_back({uid, std::move(it->second), dates[uid]});
   }
   co_return out;
 }
@@ -322,7 +349,7 @@ asio::awaitable<Result<std::vector<MessageSummary>>> Replica::summaries_from(Uid
   auto& s = client_->session();
   imap::SequenceSet range;
   range.add(std::max<Uid>(from, 1), kMaxUid);
-  auto fetch = s.uid_fetch(range, "(UID RFC822.SIZE FLAGS INTERNALDATE)");
+  auto fetch = s.uid_fetch(range, "(UID RFC822.SIZE FLAGS INTERNALDATE MODSEQ)");
   auto fetched = co_await client_->wait_all(std::move(fetch));
   if (!fetched) co_return fetched.error();
   std::vector<MessageSummary> out;
@@ -333,7 +360,7 @@ asio::awaitable<Result<std::vector<MessageSummary>>> Replica::summaries_from(Uid
       if (f == nullptr || !f->uid || *f->uid < from) continue;
       out.push_back({*f->uid, f->rfc822_size.value_or(0),
                      canonical(f->flags.value_or(std::vector<std::string>{})),
-                     f->internaldate.value_or("")});
+                     f->internaldate.value_or(""), f->modseq.value_or(0)});
     }
   }
   co_return out;
@@ -426,6 +453,162 @@ asio::awaitable<Status> Replica::expunge(const std::vector<Uid>& uids) {
   for (auto& done : *expunged) {
     if (!done.ok()) co_return rejected(side_, "UID EXPUNGE", done);
   }
+  co_return ok_status();
+}
+
+asio::awaitable<Status> Replica::remove(const std::string& internal) {
+  auto name = server_name(internal);
+  if (!name) co_return name.error();
+  auto& s = client_->session();
+  if (selected_ == internal) {
+    Status left = co_await unselect();
+    if (!left) co_return left;
+  }
+  auto command = imap::CommandBuilder("DELETE", s.wire_options()).mailbox(*name).build();
+  if (!command) co_return command.error();
+  auto submitted = s.submit(std::move(*command));
+  auto done = co_await client_->expect_ok(std::move(submitted), "DELETE " + printable(*name));
+  if (!done) co_return done.error();
+  co_return ok_status();
+}
+
+asio::awaitable<Status> Replica::rename(const std::string& from, const std::string& to) {
+  auto old_name = server_name(from);
+  if (!old_name) co_return old_name.error();
+  auto new_name = server_name(to);
+  if (!new_name) co_return new_name.error();
+  auto& s = client_->session();
+  if (!selected_.empty()) {
+    Status left = co_await unselect();
+    if (!left) co_return left;
+  }
+  auto command = imap::CommandBuilder("RENAME", s.wire_options())
+                     .mailbox(*old_name)
+                     .mailbox(*new_name)
+                     .build();
+  if (!command) co_return command.error();
+  auto submitted = s.submit(std::move(*command));
+  auto done = co_await client_->expect_ok(
+      std::move(submitted),
+      fmt::format("RENAME {} {}", printable(*old_name), printable(*new_name)));
+  if (!done) co_return done.error();
+  co_return ok_status();
+}
+
+asio::awaitable<Result<Replica::FullObservation>> Replica::observe_all(
+    const std::string& internal) {
+  auto name = server_name(internal);
+  if (!name) co_return name.error();
+  auto& s = client_->session();
+  auto select = s.select(*name);
+  auto selected = co_await client_->wait(std::move(select));
+  if (!selected) co_return selected.error();
+  if (!selected->ok())
+    co_return rejected(side_, fmt::format("SELECT {}", printable(*name)), *selected);
+  selected_ = internal;
+  const auto& state = s.mailbox();
+  if (!state || !state->uidvalidity || !state->uidnext) {
+    co_return Error(Errc::protocol, fmt::format("{}: SELECT {} gave no UIDVALIDITY or UIDNEXT",
+                                                side_name(side_), printable(*name)));
+  }
+  FullObservation out;
+  out.state.uidvalidity = *state->uidvalidity;
+  out.state.uidnext = *state->uidnext;
+  if (state->exists > 0) {
+    auto all = co_await summaries_from(1);
+    if (!all) co_return all.error();
+    out.messages = std::move(*all);
+    std::sort(out.messages.begin(), out.messages.end(),
+              [](const MessageSummary& a, const MessageSummary& b) { return a.uid < b.uid; });
+  }
+  out.state.highestmodseq = highestmodseq();
+  out.state.exists = s.mailbox() ? s.mailbox()->exists : 0;
+  co_return out;
+}
+
+asio::awaitable<Status> Replica::unselect() {
+  auto& s = client_->session();
+  if (!s.mailbox()) {
+    selected_.clear();
+    co_return ok_status();
+  }
+  if (!s.has_capability("UNSELECT") && !s.has_capability("IMAP4REV2")) co_return ok_status();
+  auto submitted = s.unselect();
+  auto done = co_await client_->expect_ok(std::move(submitted), "UNSELECT");
+  if (!done) co_return done.error();
+  selected_.clear();
+  co_return ok_status();
+}
+
+asio::awaitable<Result<bool>> Replica::start_idle(const std::string& internal) {
+  auto& s = client_->session();
+  if (!s.has_capability("IDLE") && !s.has_capability("IMAP4REV2")) co_return false;
+  auto name = server_name(internal);
+  if (!name) co_return name.error();
+  if (selected_ != internal) {
+    auto select = s.select(*name);
+    auto selected = co_await client_->expect_ok(std::move(select), "SELECT " + printable(*name));
+    if (!selected) co_return selected.error();
+    selected_ = internal;
+  }
+  auto idle = s.idle();
+  if (!idle) co_return idle.error();
+  idle_ = *idle;
+  co_return true;
+}
+
+asio::awaitable<Result<bool>> Replica::wait_for_change(net::Duration slice) {
+  auto next = co_await client_->next_unsolicited(slice);
+  if (!next) co_return next.error();
+  bool changed = false;
+  while (*next) {
+    const auto& data = (*next)->data;
+    if (std::holds_alternative<imap::ExistsData>(data) ||
+        std::holds_alternative<imap::ExpungeData>(data) ||
+        std::holds_alternative<imap::VanishedData>(data) ||
+        std::holds_alternative<imap::FetchData>(data) ||
+        std::holds_alternative<imap::StatusData>(data) ||
+        std::holds_alternative<imap::ListData>(data)) {
+      changed = true;
+    }
+    if (const auto* status = std::get_if<imap::StatusResponse>(&data)) {
+      if (status->condition == imap::Condition::bye) {
+        co_return Error(Errc::eof, fmt::format("{}: the server closed the connection: {}",
+                                               side_name(side_), status->text));
+      }
+    }
+    *next = client_->session().next_unsolicited();
+  }
+  co_return changed;
+}
+
+asio::awaitable<Status> Replica::stop_idle() {
+  if (!idle_) co_return ok_status();
+  const imap::CommandId id = *idle_;
+  idle_.reset();
+  auto& s = client_->session();
+  Status done = s.idle_done();
+  (void)done;  // the server may have ended the IDLE itself: its completion is waiting below
+  auto completed = co_await client_->wait(id);
+  if (!completed) co_return completed.error();
+  co_return ok_status();
+}
+
+asio::awaitable<Status> Replica::notify(bool on) {
+  auto& s = client_->session();
+  imap::CommandBuilder builder("NOTIFY", s.wire_options());
+  if (on) {
+    builder.atom("SET").raw(
+        "(selected (MessageNew (UID) MessageExpunge FlagChange)) (personal (MessageNew "
+        "MessageExpunge FlagChange MailboxName SubscriptionChange))");
+  } else {
+    builder.atom("NONE");
+  }
+  auto command = builder.build();
+  if (!command) co_return command.error();
+  auto submitted = s.submit(std::move(*command));
+  auto done = co_await client_->expect_ok(std::move(submitted), on ? "NOTIFY SET" : "NOTIFY NONE");
+  if (!done) co_return done.error();
   co_return ok_status();
 }
 

@@ -33,12 +33,18 @@ struct SideObservation {
   std::uint32_t uidvalidity = 0;
   std::uint32_t uidnext = 0;  // as announced by SELECT
   ModSeq highestmodseq = 0;   // at the end of the observation (RFC 7162 §6)
+  std::uint32_t exists = 0;   // at the end of the observation
   bool uidvalidity_changed = false;
+  // Evidence that the server's change tracking cannot be trusted for this mailbox (HIGHESTMODSEQ
+  // below the recorded value, or gone backwards while selected): the engine then re-reads the
+  // whole mailbox instead of relying on CHANGEDSINCE/VANISHED.
+  std::vector<std::string> distrust;
 };
 
 struct FetchedMessage {
   Uid uid = 0;
   std::string body;
+  std::string internal_date;  // as the server sent it
 };
 
 // Candidate for matching after a crash: a message appended by an interrupted run.
@@ -47,6 +53,7 @@ struct MessageSummary {
   std::uint64_t size = 0;
   FlagSet flags;
   std::string internal_date;
+  ModSeq modseq = 0;
 };
 
 class Replica {
@@ -69,6 +76,32 @@ class Replica {
 
   asio::awaitable<Status> create(const std::string& internal);
   asio::awaitable<Status> subscribe(const std::string& internal, bool on);
+  // DELETE and RENAME (--delete, --rename). RENAME moves inferiors too (RFC 9051 §6.3.6).
+  asio::awaitable<Status> remove(const std::string& internal);
+  asio::awaitable<Status> rename(const std::string& from, const std::string& to);
+
+  // Full re-read (repair, distrust): a plain SELECT, then UID, size, flags, INTERNALDATE and
+  // MODSEQ of every message. UIDVALIDITY/UIDNEXT/HIGHESTMODSEQ/EXISTS as after observe().
+  struct FullObservation {
+    SideObservation state;
+    std::vector<MessageSummary> messages;  // ascending UID
+  };
+  asio::awaitable<Result<FullObservation>> observe_all(const std::string& internal);
+
+  // Watch mode: leave the selected mailbox (UNSELECT, or nothing without it) so that LIST-STATUS
+  // reports every mailbox exactly (RFC 5819 §4 lets servers skip the selected one).
+  asio::awaitable<Status> unselect();
+  // Starts IDLE (RFC 2177) on `internal` (SELECT first, read-only EXAMINE is not enough for
+  // flag changes); false when the server lacks IDLE.
+  asio::awaitable<Result<bool>> start_idle(const std::string& internal);
+  // Waits up to `slice` for a response that announces a change (EXISTS, EXPUNGE, VANISHED,
+  // FETCH, STATUS, LIST); true when one came.
+  asio::awaitable<Result<bool>> wait_for_change(net::Duration slice);
+  // DONE, and the IDLE's tagged OK.
+  asio::awaitable<Status> stop_idle();
+  // NOTIFY SET for every personal mailbox (RFC 5465), or NOTIFY NONE (on = false).
+  asio::awaitable<Status> notify(bool on);
+  bool idling() const { return idle_.has_value(); }
 
   // SELECT the mailbox (with QRESYNC when `recorded` has a UIDVALIDITY and HIGHESTMODSEQ) and
   // collect what changed since then: VANISHED (EARLIER), flag changes with MODSEQ, and every
@@ -121,6 +154,7 @@ class Replica {
   std::string reference_;
   std::optional<char> delimiter_;
   std::string selected_;
+  std::optional<imap::CommandId> idle_;
 };
 
 }  // namespace twinbox::sync

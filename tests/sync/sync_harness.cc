@@ -1,5 +1,7 @@
 #include "sync/sync_harness.h"
 
+#include <sqlite3.h>
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -870,6 +872,14 @@ KillAt KillAt::on_line(std::function<bool(std::string_view line)> predicate, std
   return k;
 }
 
+KillAt KillAt::when_set(const std::atomic<bool>& flag, int signal) {
+  KillAt k;
+  k.flag = &flag;
+  k.signal = signal;
+  k.what = fmt::format("signal {} when the test says so", signal);
+  return k;
+}
+
 std::string KillAt::describe() const {
   std::string text;
   if (delay) text = fmt::format("after {} ms", delay->count());
@@ -969,7 +979,7 @@ RunResult run_process(const std::vector<std::string>& argv, const std::vector<st
   char buf[65536];
   auto kill_now = [&] {
     if (!reaped && !result.killed && !result.timed_out) {
-      ::kill(pid, SIGKILL);
+      ::kill(pid, options.kill ? options.kill->signal : SIGKILL);
       result.killed = true;
     }
   };
@@ -987,6 +997,7 @@ RunResult run_process(const std::vector<std::string>& argv, const std::vector<st
     if (reaped && !pipes_open) break;
     const auto now = Clock::now();
     if (!reaped && kill_time && now >= *kill_time) kill_now();
+    if (!reaped && options.kill && options.kill->flag && options.kill->flag->load()) kill_now();
     if (!reaped && !result.killed && !result.timed_out && now >= deadline) {
       ::kill(-pid, SIGKILL);
       result.timed_out = true;
@@ -1289,20 +1300,42 @@ RunResult SyncPair::run(const std::vector<std::string>& args,
                         std::chrono::milliseconds timeout) const {
   RunOptions o;
   o.timeout = timeout.count() > 0 ? timeout : options_.timeout;
-  return run_twinbox(args, o);
+  return run_twinbox(config_path(), args, o);
 }
 
-RunResult SyncPair::run_killed_after(const KillAt& when,
-                                     const std::vector<std::string>& args) const {
+RunResult SyncPair::run_killed_after(const KillAt& when, const std::vector<std::string>& args,
+                                     std::chrono::milliseconds timeout) const {
+  RunOptions o;
+  o.timeout = timeout.count() > 0 ? timeout : options_.timeout;
+  o.kill = when;
+  return run_twinbox(config_path(), args, o);
+}
+
+RunResult SyncPair::run_with_config(const std::string& config,
+                                    const std::vector<std::string>& args) const {
   RunOptions o;
   o.timeout = options_.timeout;
-  o.kill = when;
-  return run_twinbox(args, o);
+  return run_twinbox(config, args, o);
 }
 
-RunResult SyncPair::run_twinbox(const std::vector<std::string>& args,
+void SyncPair::sql(const std::string& statement) const {
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(database_path().c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) {
+    std::string message = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close(db);
+    fail("open " + database_path() + ": " + message);
+  }
+  char* error = nullptr;
+  const int rc = sqlite3_exec(db, statement.c_str(), nullptr, nullptr, &error);
+  std::string message = error ? error : "";
+  sqlite3_free(error);
+  sqlite3_close(db);
+  if (rc != SQLITE_OK) fail("sql '" + statement + "': " + message);
+}
+
+RunResult SyncPair::run_twinbox(const std::string& config, const std::vector<std::string>& args,
                                 const RunOptions& options) const {
-  std::vector<std::string> argv = {twinbox_binary(), "--config", config_path()};
+  std::vector<std::string> argv = {twinbox_binary(), "--config", config};
   argv.insert(argv.end(), args.begin(), args.end());
   if (const char* extra = std::getenv("TWINBOX_SYNC_EXTRA_ARGS")) {
     for (auto& word : split_words(extra)) argv.push_back(std::move(word));

@@ -30,7 +30,9 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -145,12 +147,17 @@ struct KillAt {
   std::function<bool(std::string_view line)> line;  // empty: no output condition
   int occurrence = 1;
   std::string what;  // the output condition, for messages
+  // Or when this flag becomes true (set by another thread of the test).
+  const std::atomic<bool>* flag = nullptr;
+  int signal = SIGKILL;  // what is sent at that point (SIGTERM: ask for a clean stop)
 
   static KillAt after(std::chrono::milliseconds delay);
   // Lines matching an ECMAScript regex, case-insensitive.
   static KillAt on_output(const std::string& regex, int occurrence = 1);
   static KillAt on_line(std::function<bool(std::string_view line)> predicate, std::string what,
                         int occurrence = 1);
+  // Sends `signal` once `flag` is true.
+  static KillAt when_set(const std::atomic<bool>& flag, int signal);
   std::string describe() const;
 };
 
@@ -264,7 +271,14 @@ class SyncPair {
   RunResult run(const std::vector<std::string>& args = {},
                 std::chrono::milliseconds timeout = std::chrono::milliseconds{0}) const;
   // The same, SIGKILLed at `when` (if it has not finished by then: see RunResult::killed).
-  RunResult run_killed_after(const KillAt& when, const std::vector<std::string>& args = {}) const;
+  RunResult run_killed_after(const KillAt& when, const std::vector<std::string>& args = {},
+                             std::chrono::milliseconds timeout = std::chrono::milliseconds{
+                                 0}) const;
+  // `twinbox --config CONFIG ARGS...`: another config on the same servers (list-reference).
+  RunResult run_with_config(const std::string& config,
+                            const std::vector<std::string>& args = {}) const;
+  // Runs SQL on the state database (tests that corrupt or age the state on purpose).
+  void sql(const std::string& statement) const;
 
   Snapshot snapshot(Side side) const;
   PerSide<Snapshot> snapshots() const;  // both, read in parallel
@@ -307,7 +321,8 @@ class SyncPair {
 
  private:
   void shutdown() noexcept;
-  RunResult run_twinbox(const std::vector<std::string>& args, const RunOptions& options) const;
+  RunResult run_twinbox(const std::string& config, const std::vector<std::string>& args,
+                        const RunOptions& options) const;
   std::vector<std::string> environment() const;
   void flags_command(Side side, const char* verb, std::string_view mailbox, std::string_view flags,
                      const Search& search) const;

@@ -1,0 +1,73 @@
+// Helpers shared by the end-to-end scenario files: the "run, then check convergence" assertion,
+// snapshot lookups, and a pair of servers shared by the tests of one suite.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "sync/sync_harness.h"
+
+namespace twinbox::sync_tests {
+
+// One twinbox run, then the oracle: exit status 0, both servers hold the same mailboxes,
+// subscriptions and messages with the same flags, and no message is there twice.
+inline testing::AssertionResult synced(const SyncPair& pair,
+                                       const std::vector<std::string>& args = {}) {
+  RunResult run = pair.run(args);
+  if (!run.ok()) return testing::AssertionFailure() << run.describe();
+  PerSide<Snapshot> s = pair.snapshots();
+  for (auto result :
+       {same_content(s[Side::local], s[Side::remote]), no_duplicates(s[Side::local], "local"),
+        no_duplicates(s[Side::remote], "remote")}) {
+    if (!result) return result << "\nafter the run " << run.describe();
+  }
+  return testing::AssertionSuccess();
+}
+
+// The ids of a mailbox's messages, in UID order.
+inline std::vector<std::string> ids_in(const Snapshot& s, std::string_view mailbox) {
+  std::vector<std::string> ids;
+  if (const MailboxState* box = s.mailbox(mailbox)) {
+    for (const auto& m : box->messages) ids.push_back(m.id);
+  }
+  return ids;
+}
+
+// Flags of the single message `id` in `mailbox` ("missing" / "2 copies" otherwise).
+inline std::string flags_of(const Snapshot& s, std::string_view mailbox, std::string_view id) {
+  const MailboxState* box = s.mailbox(mailbox);
+  if (box == nullptr) return fmt::format("no mailbox {}", mailbox);
+  auto found = box->find(id);
+  if (found.size() != 1) return fmt::format("{} copies", found.size());
+  return found.front()->flags_text();
+}
+
+// A SyncPair shared by the tests of a suite when the binary runs them in one process. ctest runs
+// every test in its own process, so there each test starts its own pair. A test that fails drops
+// the pair, and the next test starts from a fresh one instead of inheriting a broken state.
+template <class Suite>
+class SharedPairTest : public ::testing::Test {
+ protected:
+  static std::unique_ptr<SyncPair>& shared() {
+    static std::unique_ptr<SyncPair> pair;
+    return pair;
+  }
+  static void TearDownTestSuite() { shared().reset(); }
+  // Returns true when the pair was just created (the suite's baseline must be built).
+  bool ensure_pair(const PairOptions& options = {}) {
+    if (shared()) return false;
+    shared() = std::make_unique<SyncPair>(options);
+    return true;
+  }
+  void TearDown() override {
+    if (HasFailure()) shared().reset();
+  }
+  SyncPair& pair() { return *shared(); }
+};
+
+}  // namespace twinbox::sync_tests

@@ -1,0 +1,380 @@
+// End-to-end scenarios for twinbox's other modes (issue 3 §3, §6, §7, §9): --delete/--rename with
+// --target, --repair, the distrust checks, --watch under concurrent changes, several accounts in
+// one server with list-reference, and --dry-run. Two real Dovecot servers each; the oracle reads
+// them with doveadm.
+#include <sys/stat.h>
+
+#include <atomic>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "sync/scenario_support.h"
+
+namespace twinbox::sync_tests {
+namespace {
+
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+
+std::size_t count_in(const Snapshot& s, std::string_view mailbox) {
+  const MailboxState* box = s.mailbox(mailbox);
+  return box == nullptr ? 0 : box->messages.size();
+}
+
+// =============================================================================================
+// --delete, --rename, --target
+
+class SyncAdmin : public SharedPairTest<SyncAdmin> {
+ protected:
+  void SetUp() override {
+    if (!ensure_pair()) pair().reset_all();
+  }
+};
+
+// A mailbox deleted behind twinbox's back on one side is neither recreated nor deleted on the
+// other: the run says what to do and changes nothing. --delete then deletes it everywhere.
+TEST_F(SyncAdmin, VanishedMailboxWaitsForDeleteThenGoesEverywhere) {
+  pair().create_mailbox(Side::remote, "Old", true);
+  pair().append(Side::remote, "Old", test_messages("old", 3));
+  ASSERT_TRUE(synced(pair()));
+  pair().delete_mailbox(Side::local, "Old");
+
+  RunResult refused = pair().run();
+  EXPECT_EQ(refused.status, 1) << refused.describe();
+  EXPECT_THAT(refused.err, HasSubstr("--delete"));
+  EXPECT_EQ(count_in(pair().snapshot(Side::remote), "Old"), 3u);
+  EXPECT_EQ(pair().snapshot(Side::local).mailbox("Old"), nullptr);
+
+  RunResult deleted = pair().run({"--delete", "Old"});
+  ASSERT_TRUE(ran_ok(deleted));
+  EXPECT_EQ(pair().snapshot(Side::remote).mailbox("Old"), nullptr);
+  ASSERT_TRUE(synced(pair()));
+  EXPECT_EQ(pair().snapshot(Side::local).mailbox("Old"), nullptr);
+}
+
+// --target=database forgets the mailbox only; the next run recreates it from the side that has
+// it, without duplicating anything.
+TEST_F(SyncAdmin, DatabaseOnlyDeleteLetsTheNextRunRecreateIt) {
+  pair().create_mailbox(Side::remote, "Keep", true);
+  pair().append(Side::remote, "Keep", test_messages("keep", 4));
+  ASSERT_TRUE(synced(pair()));
+  pair().delete_mailbox(Side::local, "Keep");
+  ASSERT_TRUE(ran_ok(pair().run({"--target=database", "--delete", "Keep"})));
+  EXPECT_EQ(count_in(pair().snapshot(Side::remote), "Keep"), 4u);
+  ASSERT_TRUE(synced(pair()));
+  EXPECT_EQ(count_in(pair().snapshot(Side::local), "Keep"), 4u);
+  EXPECT_EQ(count_in(pair().snapshot(Side::remote), "Keep"), 4u);
+}
+
+// Forgotten by the database while both servers still hold it: the next run pairs identical
+// messages by content instead of copying each of them both ways (InterIMAP duplicates here).
+TEST_F(SyncAdmin, ForgottenMailboxOnBothSidesIsPairedByContent) {
+  pair().create_mailbox(Side::remote, "Both", true);
+  pair().append(Side::remote, "Both", test_messages("both", 5));
+  ASSERT_TRUE(synced(pair()));
+  ASSERT_TRUE(ran_ok(pair().run({"--target", "database", "--delete", "Both"})));
+  pair().add_flags(Side::local, "Both", "\\Flagged",
+                   Search::message_id(test_message_id("both", 2)));
+  pair().append(Side::local, "Both", test_message("both-new", 1));
+  ASSERT_TRUE(synced(pair()));
+  const auto s = pair().snapshots();
+  EXPECT_EQ(count_in(s[Side::local], "Both"), 6u);
+  EXPECT_EQ(flags_of(s[Side::remote], "Both", test_message_id("both", 2)), "(\\Flagged)");
+}
+
+// --rename renames on both servers, with inferiors, and in the database: the next run copies
+// nothing.
+TEST_F(SyncAdmin, RenameMovesInferiorsEverywhere) {
+  pair().create_mailbox(Side::remote, "Proj", true);
+  pair().create_mailbox(Side::remote, "Proj/Sub", true);
+  pair().append(Side::remote, "Proj", test_messages("proj", 2));
+  pair().append(Side::remote, "Proj/Sub", test_messages("sub", 3));
+  ASSERT_TRUE(synced(pair()));
+  // Names on the command line use the local server's delimiter ('.').
+  RunResult renamed = pair().run({"--rename", "Proj", "Work"});
+  ASSERT_TRUE(ran_ok(renamed));
+  const auto after = pair().snapshots();
+  for (Side side : kSides) {
+    EXPECT_EQ(after[side].mailbox("Proj"), nullptr) << side_name(side);
+    EXPECT_EQ(count_in(after[side], "Work"), 2u) << side_name(side);
+    EXPECT_EQ(count_in(after[side], "Work/Sub"), 3u) << side_name(side);
+  }
+  RunResult next = pair().run();
+  ASSERT_TRUE(ran_ok(next));
+  EXPECT_TRUE(reports_no_changes(next));
+  ASSERT_TRUE(pair().expect_converged());
+  for (Side side : kSides)
+    EXPECT_TRUE(unchanged(after[side], pair().snapshot(side), side_name(side)));
+}
+
+TEST_F(SyncAdmin, RenameRefusesAnExistingDestination) {
+  pair().create_mailbox(Side::remote, "Aaa", true);
+  pair().create_mailbox(Side::remote, "Bbb", true);
+  pair().append(Side::remote, "Aaa", test_messages("aaa", 1));
+  ASSERT_TRUE(synced(pair()));
+  const auto before = pair().snapshots();
+  RunResult refused = pair().run({"--rename", "Aaa", "Bbb"});
+  EXPECT_EQ(refused.status, 2) << refused.describe();
+  EXPECT_THAT(refused.err, HasSubstr("exists"));
+  for (Side side : kSides)
+    EXPECT_TRUE(unchanged(before[side], pair().snapshot(side), side_name(side)));
+}
+
+TEST_F(SyncAdmin, InboxCannotBeDeleted) {
+  RunResult refused = pair().run({"--delete", "INBOX"});
+  EXPECT_EQ(refused.status, 2) << refused.describe();
+  EXPECT_THAT(refused.err, HasSubstr("INBOX"));
+}
+
+// =============================================================================================
+// --repair and the distrust checks
+
+// A message expunged behind the state's back (no VANISHED will ever say so to a plain SELECT) is
+// copied back by --repair, never expunged on the other side; flag differences are merged.
+TEST(SyncRepair, CopiesBackWhatDisappearedAndMergesFlags) {
+  SyncPair pair;
+  pair.append(Side::remote, "INBOX", test_messages("rep", 6));
+  ASSERT_TRUE(synced(pair));
+  pair.expunge(Side::local, "INBOX", Search::message_id(test_message_id("rep", 2)));
+  pair.add_flags(Side::remote, "INBOX", "\\Flagged", Search::message_id(test_message_id("rep", 3)));
+  RunResult repaired = pair.run({"--repair"});
+  ASSERT_TRUE(ran_ok(repaired));
+  EXPECT_THAT(repaired.err, HasSubstr("disappeared"));
+  ASSERT_TRUE(pair.expect_converged());
+  const auto s = pair.snapshots();
+  EXPECT_EQ(count_in(s[Side::local], "INBOX"), 6u);
+  EXPECT_EQ(count_in(s[Side::remote], "INBOX"), 6u);
+  EXPECT_EQ(flags_of(s[Side::local], "INBOX", test_message_id("rep", 3)), "(\\Flagged)");
+  EXPECT_TRUE(pair.expect_no_duplicates(Side::local));
+}
+
+// A database that lost its pairs: --repair pairs the messages by content, copies nothing twice,
+// and later flag changes propagate through the rebuilt pairs.
+TEST(SyncRepair, RebuildsLostPairsByContent) {
+  SyncPair pair;
+  pair.append(Side::remote, "INBOX", test_messages("lost", 5));
+  ASSERT_TRUE(synced(pair));
+  pair.sql("DELETE FROM mapping");
+  ASSERT_TRUE(synced(pair, {"--repair"}));
+  EXPECT_EQ(count_in(pair.snapshot(Side::local), "INBOX"), 5u);
+  pair.add_flags(Side::local, "INBOX", "$Done", Search::message_id(test_message_id("lost", 4)));
+  ASSERT_TRUE(synced(pair));
+  EXPECT_EQ(flags_of(pair.snapshot(Side::remote), "INBOX", test_message_id("lost", 4)), "($Done)");
+}
+
+// HIGHESTMODSEQ below the recorded value (a server restored from a backup): the mailbox is
+// re-read in full, and nothing is lost or duplicated.
+TEST(SyncDistrust, HighestModseqBelowTheRecordedOneRereadsTheMailbox) {
+  SyncPair pair;
+  pair.append(Side::remote, "INBOX", test_messages("hms", 4));
+  ASSERT_TRUE(synced(pair));
+  pair.sql("UPDATE mailbox_sides SET highestmodseq = highestmodseq + 1000 WHERE side = 0");
+  pair.append(Side::local, "INBOX", test_message("hms-new", 1));
+  RunResult run = pair.run();
+  ASSERT_TRUE(ran_ok(run));
+  EXPECT_THAT(run.err, HasSubstr("re-reading the whole mailbox"));
+  ASSERT_TRUE(pair.expect_converged());
+  EXPECT_EQ(count_in(pair.snapshot(Side::remote), "INBOX"), 5u);
+  EXPECT_TRUE(pair.expect_no_duplicates(Side::remote));
+}
+
+// EXISTS that the recorded pairs and the reported changes do not explain: re-read, re-pair by
+// content, no duplicates.
+TEST(SyncDistrust, MessageCountThatDoesNotAddUpRereadsTheMailbox) {
+  SyncPair pair;
+  pair.append(Side::remote, "INBOX", test_messages("cnt", 4));
+  ASSERT_TRUE(synced(pair));
+  pair.sql("DELETE FROM mapping WHERE local_uid = (SELECT MIN(local_uid) FROM mapping)");
+  pair.add_flags(Side::remote, "INBOX", "\\Seen", Search::message_id(test_message_id("cnt", 1)));
+  RunResult run = pair.run();
+  ASSERT_TRUE(ran_ok(run));
+  EXPECT_THAT(run.err, HasSubstr("re-reading the whole mailbox"));
+  ASSERT_TRUE(pair.expect_converged());
+  for (Side side : kSides) {
+    EXPECT_EQ(count_in(pair.snapshot(side), "INBOX"), 4u) << side_name(side);
+    EXPECT_TRUE(pair.expect_no_duplicates(side));
+  }
+}
+
+// =============================================================================================
+// --dry-run
+
+TEST(SyncDryRun, PrintsThePlanAndChangesNothing) {
+  SyncPair pair;
+  pair.append(Side::remote, "INBOX", test_messages("dry", 3));
+  ASSERT_TRUE(synced(pair));
+  pair.append(Side::remote, "INBOX", test_message("dry-new", 1));
+  pair.add_flags(Side::local, "INBOX", "\\Answered", Search::message_id(test_message_id("dry", 1)));
+  const auto before = pair.snapshots();
+  RunResult dry = pair.run({"--dry-run"});
+  ASSERT_TRUE(ran_ok(dry));
+  EXPECT_THAT(dry.out, HasSubstr("copy"));
+  for (Side side : kSides)
+    EXPECT_TRUE(unchanged(before[side], pair.snapshot(side), side_name(side)));
+  ASSERT_TRUE(synced(pair));  // the real run still does it all
+  EXPECT_EQ(count_in(pair.snapshot(Side::local), "INBOX"), 4u);
+}
+
+// =============================================================================================
+// --watch
+
+// Random changes on both servers while twinbox watches (appends, flag edits on both sides of the
+// same messages, expunges, a new mailbox); then the servers converge without a restart, SIGTERM
+// ends the run with status 0, and a one-shot run afterwards finds nothing to do.
+TEST(SyncWatch, ConvergesUnderConcurrentChangesAndStopsCleanlyOnSigterm) {
+  SyncPair pair;
+  pair.create_mailbox(Side::remote, "Work", true);
+  pair.append(Side::remote, "INBOX", test_messages("w-inbox", 10));
+  pair.append(Side::remote, "Work", test_messages("w-work", 6));
+  ASSERT_TRUE(synced(pair));
+
+  std::atomic<bool> stop{false};
+  RunResult watching;
+  std::thread runner([&] {
+    watching = pair.run_killed_after(KillAt::when_set(stop, SIGTERM), {"--watch=2"}, 240s);
+  });
+  struct Live {
+    std::string mailbox, id;
+  };
+  std::vector<Live> live;
+  for (int n = 1; n <= 10; ++n) live.push_back({"INBOX", test_message_id("w-inbox", n)});
+  for (int n = 1; n <= 6; ++n) live.push_back({"Work", test_message_id("w-work", n)});
+  std::mt19937 rng(20261128);
+  int appended = 0;
+  const std::vector<std::string> flags = {"\\Seen", "\\Flagged", "$Todo", "\\Answered"};
+  try {
+    for (int round = 0; round < 24; ++round) {
+      const Side side = rng() % 2 ? Side::local : Side::remote;
+      const int action = static_cast<int>(rng() % 10);
+      if (action < 3) {
+        const std::string box = rng() % 2 ? "INBOX" : "Work";
+        pair.append(side, box, test_message("w-new", ++appended));
+        live.push_back({box, test_message_id("w-new", appended)});
+      } else if (action < 8 && !live.empty()) {
+        const Live& target = live[rng() % live.size()];
+        const std::string& flag = flags[rng() % flags.size()];
+        if (rng() % 3 == 0) {
+          pair.remove_flags(side, target.mailbox, flag, Search::message_id(target.id));
+        } else {
+          pair.add_flags(side, target.mailbox, flag, Search::message_id(target.id));
+        }
+      } else if (action < 9 && live.size() > 4) {
+        const std::size_t i = rng() % live.size();
+        pair.expunge(side, live[i].mailbox, Search::message_id(live[i].id));
+        live.erase(live.begin() + static_cast<std::ptrdiff_t>(i));
+      } else if (round == 20 || action == 9) {
+        if (!pair.snapshot(side).mailbox("Later")) pair.create_mailbox(side, "Later", true);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(150 + rng() % 300));
+    }
+  } catch (...) {
+    stop = true;
+    runner.join();
+    throw;
+  }
+  // Converged without a restart, within a bounded time.
+  testing::AssertionResult converged = testing::AssertionFailure() << "never checked";
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(1s);
+    converged = pair.expect_converged();
+    if (converged) break;
+  }
+  std::this_thread::sleep_for(1s);
+  stop = true;
+  runner.join();
+  EXPECT_TRUE(converged);
+  EXPECT_TRUE(ran_ok(watching));
+  EXPECT_THAT(watching.err, HasSubstr("stopping as asked"));
+  for (Side side : kSides) EXPECT_TRUE(pair.expect_no_duplicates(side));
+  RunResult after = pair.run();
+  EXPECT_TRUE(ran_ok(after));
+  EXPECT_TRUE(reports_no_changes(after)) << after.describe();
+}
+
+// New mail in INBOX reaches the other side within seconds (IDLE), long before the full cycle.
+TEST(SyncWatch, IdleDeliversNewInboxMailWithinSeconds) {
+  SyncPair pair;
+  pair.append(Side::remote, "INBOX", test_messages("idle", 2));
+  ASSERT_TRUE(synced(pair));
+  std::atomic<bool> stop{false};
+  RunResult watching;
+  std::thread runner([&] {
+    watching = pair.run_killed_after(KillAt::when_set(stop, SIGTERM), {"--watch=600"}, 120s);
+  });
+  std::this_thread::sleep_for(2s);  // the first cycle is done and IDLE started
+  pair.append(Side::remote, "INBOX", test_message("idle-new", 1));
+  bool arrived = false;
+  const auto deadline = std::chrono::steady_clock::now() + 15s;
+  while (!arrived && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(500ms);
+    arrived = pair.snapshot(Side::local).at("INBOX").count(test_message_id("idle-new", 1)) == 1;
+  }
+  stop = true;
+  runner.join();
+  EXPECT_TRUE(arrived) << "new INBOX mail did not arrive within 15 s of a --watch=600 run";
+  EXPECT_TRUE(ran_ok(watching));
+}
+
+// =============================================================================================
+// list-reference: three remote accounts into one local server, each under its own prefix.
+
+TEST(SyncListReference, ThreeRemotesIntoOneLocalServer) {
+  // Pair 0 provides the local server and the first remote; pairs 1 and 2 only their remotes.
+  SyncPair main_pair;
+  SyncPair second, third;
+  const std::vector<const SyncPair*> accounts = {&main_pair, &second, &third};
+  std::vector<std::string> configs;
+  const auto read_file = [](const std::string& path) {
+    std::ifstream in(path);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string main_text = read_file(main_pair.config_path());
+  const std::string local_section =
+      main_text.substr(main_text.find("\n[local]\n"),
+                       main_text.find("\n[remote]\n") - main_text.find("\n[local]\n"));
+  for (std::size_t k = 0; k < accounts.size(); ++k) {
+    const std::string text = read_file(accounts[k]->config_path());
+    const std::string remote_section = text.substr(text.find("\n[remote]\n"));
+    const std::string path = fmt::format("{}/account{}.conf", main_pair.dir(), k + 1);
+    std::ofstream out(path);
+    out << fmt::format("database = {}/account{}.db\n", main_pair.dir(), k + 1) << local_section
+        << fmt::format("list-reference = acct{}.\n", k + 1) << remote_section;
+    out.close();
+    ::chmod(path.c_str(), 0600);
+    configs.push_back(path);
+    accounts[k]->append(Side::remote, "INBOX", test_messages(fmt::format("acct{}", k + 1), 2 + k));
+    accounts[k]->create_mailbox(Side::remote, "Lists", true);
+    accounts[k]->append(Side::remote, "Lists", test_messages(fmt::format("list{}", k + 1), 1));
+  }
+  for (int round = 0; round < 2; ++round) {
+    for (const auto& config : configs) {
+      RunResult run = main_pair.run_with_config(config);
+      ASSERT_TRUE(ran_ok(run));
+      if (round == 1) {
+        EXPECT_TRUE(reports_no_changes(run)) << run.describe();
+      }
+    }
+  }
+  const Snapshot local = main_pair.snapshot(Side::local);
+  for (std::size_t k = 0; k < accounts.size(); ++k) {
+    const std::string prefix = fmt::format("acct{}/", k + 1);
+    EXPECT_EQ(count_in(local, prefix + "INBOX"), 2 + k) << local.to_string();
+    EXPECT_EQ(count_in(local, prefix + "Lists"), 1u);
+    // Nothing of another account leaked into this remote.
+    EXPECT_EQ(count_in(accounts[k]->snapshot(Side::remote), "INBOX"), 2 + k);
+  }
+  EXPECT_EQ(count_in(local, "INBOX"), 0u);  // the local server's own INBOX is not touched
+}
+
+}  // namespace
+}  // namespace twinbox::sync_tests
