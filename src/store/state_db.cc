@@ -226,6 +226,17 @@ Result<std::unique_ptr<StateDb>> StateDb::open(const std::string& path, OpenOpti
     if (auto s = migrate(db, *version, migrations()); !s) return std::move(s).error();
   }
 
+  // Every durable step shows in --debug output: crash tests stop the process right after each
+  // one ("isync style"), and a user can see what a run recorded. Fires for every commit,
+  // explicit or autocommit.
+  sqlite3_commit_hook(
+      db.handle(),
+      [](void*) -> int {
+        log_debug("state: commit");
+        return 0;  // 0: let the commit proceed
+      },
+      nullptr);
+
   return std::unique_ptr<StateDb>(
       new StateDb(path, std::move(lock).value(), std::move(connection).value(), options.read_only));
 }

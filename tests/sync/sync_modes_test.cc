@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <fstream>
+#include <iostream>
 #include <iterator>
 #include <random>
 #include <set>
@@ -203,6 +204,58 @@ TEST(SyncDistrust, MessageCountThatDoesNotAddUpRereadsTheMailbox) {
     EXPECT_EQ(count_in(pair.snapshot(side), "INBOX"), 4u) << side_name(side);
     EXPECT_TRUE(pair.expect_no_duplicates(side));
   }
+}
+
+// =============================================================================================
+// Interrupt and resume after every durable step (in the style of isync's tests): a sync with
+// changes on both sides is killed right after its 1st, 2nd, ... commit to the state database
+// (--debug prints "state: commit" at each), until a run finishes on its own. After each kill a
+// normal run must converge with every message exactly once.
+
+TEST(SyncInterrupted, KilledAfterEveryDurableStepThenResumed) {
+  SyncPair pair;
+  int finished_at = 0;
+  for (int step = 1; step <= 60 && finished_at == 0; ++step) {
+    SCOPED_TRACE(fmt::format("killed after commit {}", step));
+    pair.reset_all();
+    pair.create_mailbox(Side::remote, "Work", true);
+    pair.append(Side::remote, "INBOX", test_messages("base", 6));
+    pair.append(Side::remote, "Work", test_messages("work", 3));
+    ASSERT_TRUE(synced(pair));
+    // Changes on both sides: new mail each way, a flag conflict, an expunge each way, a new
+    // mailbox.
+    pair.append(Side::local, "INBOX", test_messages("new-l", 3));
+    pair.append(Side::remote, "Work", test_messages("new-r", 3));
+    pair.add_flags(Side::local, "INBOX", "\\Seen", Search::message_id(test_message_id("base", 1)));
+    pair.add_flags(Side::remote, "INBOX", "$Later", Search::message_id(test_message_id("base", 1)));
+    pair.expunge(Side::local, "INBOX", Search::message_id(test_message_id("base", 2)));
+    pair.expunge(Side::remote, "Work", Search::message_id(test_message_id("work", 1)));
+    pair.create_mailbox(Side::local, "Fresh", true);
+    pair.append(Side::local, "Fresh", test_messages("fresh", 2));
+
+    RunResult cut = pair.run_killed_after(KillAt::on_output("state: commit", step), {"--debug"});
+    if (!cut.killed) {
+      ASSERT_TRUE(ran_ok(cut));
+      finished_at = step;
+    }
+    ASSERT_TRUE(synced(pair)) << "after the run " << cut.describe();
+    for (Side side : kSides) {
+      const Snapshot s = pair.snapshot(side);
+      const char* name = side == Side::local ? "local" : "remote";
+      for (int i = 1; i <= 3; ++i) {
+        EXPECT_EQ(s.at("INBOX").count(test_message_id("new-l", i)), 1u) << name;
+        EXPECT_EQ(s.at("Work").count(test_message_id("new-r", i)), 1u) << name;
+      }
+      EXPECT_EQ(s.at("INBOX").count(test_message_id("base", 2)), 0u) << name;
+      EXPECT_EQ(s.at("Work").count(test_message_id("work", 1)), 0u) << name;
+      EXPECT_EQ(s.at("Fresh").messages.size(), 2u) << name;
+      EXPECT_EQ(flags_of(s, "INBOX", test_message_id("base", 1)), "($Later \\Seen)") << name;
+    }
+    if (HasFailure()) break;
+  }
+  EXPECT_GT(finished_at, 3) << "the sync should take several durable steps";
+  RecordProperty("durable_steps", finished_at - 1);
+  std::cout << "[ info ] interrupted after each of " << finished_at - 1 << " durable steps\n";
 }
 
 // =============================================================================================
