@@ -1,5 +1,7 @@
 #include "base/log.h"
 
+#include <ctime>
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -66,7 +68,15 @@ void Log::write(LogLevel level, std::string_view text) {
   std::lock_guard lock(mutex_);
   std::FILE* out = file_ != nullptr ? file_ : stderr;
   std::string record;
-  record.reserve(prefix_.size() + line.size() + 16);
+  record.reserve(prefix_.size() + line.size() + 48);
+  if (file_ != nullptr) {
+    // A log file outlives the run: each line says when (local time, ISO 8601).
+    char stamp[40];
+    const std::time_t now = std::time(nullptr);
+    std::tm local{};
+    localtime_r(&now, &local);
+    if (std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S%z ", &local) > 0) record += stamp;
+  }
   record += prefix_;
   if (level == LogLevel::warning) record += "warning: ";
   if (level == LogLevel::error) record += "error: ";

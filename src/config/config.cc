@@ -1,5 +1,8 @@
 #include "config/config.h"
 
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -146,6 +149,25 @@ std::optional<Problem> check_ascii_line(std::string_view v) {
   return check_ascii_line_or_empty(v);
 }
 
+// ignore-mailbox is a PCRE (InterIMAP matches it with Perl): compiled here so that a bad pattern
+// is a config error with its position, before anything (the state database included) is touched.
+std::optional<Problem> check_pcre(std::string_view v) {
+  if (auto p = check_ascii_line(v)) return p;
+  int error = 0;
+  PCRE2_SIZE offset = 0;
+  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(v.data()), v.size(), PCRE2_UTF,
+                                   &error, &offset, nullptr);
+  if (code != nullptr) {
+    pcre2_code_free(code);
+    return std::nullopt;
+  }
+  PCRE2_UCHAR message[256];
+  pcre2_get_error_message(error, message, sizeof message);
+  return Problem{fmt::format("not a valid regular expression (PCRE): {}",
+                             reinterpret_cast<const char*>(message)),
+                 std::min<std::size_t>(offset, v.empty() ? 0 : v.size() - 1), 1};
+}
+
 std::optional<Problem> check_yes_no(std::string_view v) {
   if (is_ascii_upper_eq(v, "YES") || is_ascii_upper_eq(v, "NO")) return std::nullopt;
   return Problem{"expected YES or NO"};
@@ -265,7 +287,7 @@ constexpr KeySpec kKeys[] = {
     {"database", check_text, true, false},
     {"list-mailbox", check_list_mailbox, true, false},
     {"list-select-opts", check_list_select_opts, true, false},
-    {"ignore-mailbox", check_ascii_line, true, false},
+    {"ignore-mailbox", check_pcre, true, false},
     {"logfile", check_logfile, true, false},
     {"log-prefix", check_text_or_empty, true, false},
     {"list-reference", check_ascii_line_or_empty, false, false},

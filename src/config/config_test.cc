@@ -314,6 +314,13 @@ INSTANTIATE_TEST_SUITE_P(
                   "config:5: unknown key 'pasword' in [remote] (did you mean 'password'?)\n"
                   "pasword = <redacted>\n"
                   "^~~~~~~"},
+        ErrorCase{"ignore-mailbox is checked as a PCRE before anything is opened",
+                  "ignore-mailbox = ^(virtual\n[local]\n[remote]\n",
+                  "config:1: invalid value for 'ignore-mailbox' in the default section: not a "
+                  "valid regular expression (PCRE): missing "
+                  "closing parenthesis\n"
+                  "ignore-mailbox = ^(virtual\n"
+                  "                         ^"},
         ErrorCase{"an unknown key", remote_with("frobnicate = 1\n"),
                   "config:5: unknown key 'frobnicate' in [remote]\n"
                   "frobnicate = 1\n"

@@ -149,10 +149,9 @@ Result<SequenceSet> SequenceSet::parse(std::string_view text) {
     std::string_view item = text.substr(pos, comma - pos);
     std::size_t colon = item.find(':');
     std::uint32_t a = 0, b = 0;
-    bool good = colon == std::string_view::npos
-                    ? parse_number(item, a) && (b = a, true)
-                    : parse_number(item.substr(0, colon), a) &&
-                          parse_number(item.substr(colon + 1), b);
+    bool good = colon == std::string_view::npos ? parse_number(item, a) && (b = a, true)
+                                                : parse_number(item.substr(0, colon), a) &&
+                                                      parse_number(item.substr(colon + 1), b);
     if (!good) {
       return Error(Errc::protocol, "bad sequence set item (non-zero 32-bit numbers expected)",
                    std::string(text), pos);

@@ -63,9 +63,23 @@ std::string mailbox_label(Side side, const std::string& internal_name) {
   return fmt::format("{}({})", side_name(side), shown(internal_name));
 }
 
+namespace {
+// The configured log-prefix (InterIMAP's printf-like format); set once per Engine.
+std::string& log_prefix_format() {
+  static std::string format(config::kDefaultLogPrefix);
+  return format;
+}
+}  // namespace
+
+std::string log_prefix(Side side, const std::string& internal_name) {
+  return config::expand_log_prefix(log_prefix_format(), side_name(side), shown(internal_name));
+}
+
 Engine::Engine(const config::Config& config, EngineOptions options, store::StateDb& db,
                PerSide<net::Endpoint> endpoints)
-    : config_(config), options_(std::move(options)), db_(db), endpoints_(std::move(endpoints)) {}
+    : config_(config), options_(std::move(options)), db_(db), endpoints_(std::move(endpoints)) {
+  log_prefix_format() = config_.log_prefix;
+}
 
 bool Engine::ignored(const std::string& name) const {
   // ignore-mailbox is a PCRE matched against the internal name (delimiter = NUL); bypassed when
@@ -283,7 +297,7 @@ asio::awaitable<Result<std::vector<std::string>>> Engine::reconcile_mailboxes() 
       // creating them here would turn a \Noselect parent into a mailbox that exists on one side.
       Status created = co_await replicas_[side]->create(name);
       if (!created) co_return created.error();
-      log_info("{}: created mailbox", mailbox_label(side, name));
+      log_info("{}created mailbox", log_prefix(side, name));
       ListedMailbox made;
       made.name = name;
       listed_[side][name] = made;
@@ -305,7 +319,7 @@ asio::awaitable<Result<std::vector<std::string>>> Engine::reconcile_mailboxes() 
       if (subscribed[side] == wanted) continue;
       Status changed = co_await replicas_[side]->subscribe(name, wanted);
       if (!changed) co_return changed.error();
-      log_info("{}: {}", mailbox_label(side, name), wanted ? "subscribed" : "unsubscribed");
+      log_info("{}{}", log_prefix(side, name), wanted ? "subscribed" : "unsubscribed");
     }
     if (*record) {
       if ((*record)->subscribed != wanted) {
@@ -365,8 +379,8 @@ asio::awaitable<Status> Engine::sync_mailbox(const std::string& name) {
     // The UIDs recorded for this side are void, the messages are not gone: never turn this into
     // deletions (RFC 7162 §3.2.5.1). Keep the pairs as orphans of the other side, observe this
     // side afresh and re-match by size and content below.
-    log_warning("{}: UIDVALIDITY changed from {} to {}: re-matching its messages by content",
-                mailbox_label(side, name), *recorded[side].uidvalidity, seen[side].uidvalidity);
+    log_warning("{}UIDVALIDITY changed from {} to {}: re-matching its messages by content",
+                log_prefix(side, name), *recorded[side].uidvalidity, seen[side].uidvalidity);
     auto cleared = db_.clear_side(id, side);
     if (!cleared) co_return cleared.error();
     recorded[side] = store::SideState{};
@@ -425,7 +439,7 @@ asio::awaitable<Status> Engine::sync_mailbox(const std::string& name) {
   for (Side side : kSides) {
     if (!reread) break;
     for (const auto& reason : distrust[side]) {
-      log_warning("{}: {}: re-reading the whole mailbox", mailbox_label(side, name), reason);
+      log_warning("{}{}: re-reading the whole mailbox", log_prefix(side, name), reason);
     }
     auto all = co_await replicas_[side]->observe_all(name);
     if (!all) co_return all.error();
@@ -463,8 +477,8 @@ asio::awaitable<Status> Engine::sync_mailbox(const std::string& name) {
         // from the side that still has it rather than expunge it there.
         const Side from = missing[Side::local] ? Side::remote : Side::local;
         const Uid uid = p.uids[from];
-        log_warning("{}: UID {} disappeared; copying UID {} back from {}",
-                    mailbox_label(other(from), name), p.uids[other(from)], uid, side_name(from));
+        log_warning("{}UID {} disappeared; copying UID {} back from {}",
+                    log_prefix(other(from), name), p.uids[other(from)], uid, side_name(from));
         CopyAction copy;
         copy.from = from;
         copy.uid = uid;
@@ -497,8 +511,8 @@ asio::awaitable<Status> Engine::sync_mailbox(const std::string& name) {
     for (const auto& m : full[side]->messages) {
       if (paired[side].count(m.uid)) continue;
       if (!options_.repair && m.uid < recorded[side].uidnext.value_or(1)) {
-        log_warning("{}: UID {} is not in the state database; copying it",
-                    mailbox_label(side, name), m.uid);
+        log_warning("{}UID {} is not in the state database; copying it", log_prefix(side, name),
+                    m.uid);
       }
       seen[side].changes.added.push_back({m.uid, m.flags, m.internal_date, m.size});
     }
@@ -601,7 +615,7 @@ asio::awaitable<Status> Engine::pair_by_content(store::MailboxId id, const std::
   }
   for (Side side : kSides) {
     for (const auto& m : seen[side].changes.added) {
-      log_warning("{}: UID {} has no partner on {}; copying it", mailbox_label(side, name), m.uid,
+      log_warning("{}UID {} has no partner on {}; copying it", log_prefix(side, name), m.uid,
                   side_name(other(side)));
     }
   }
@@ -739,8 +753,8 @@ asio::awaitable<Status> Engine::recover_intents(store::MailboxId id, const std::
       Status committed = tx->commit();
       if (!committed) co_return committed;
     }
-    log_info("{}: recovered an interrupted copy: {} of {} message(s) had arrived and were paired",
-             mailbox_label(target, name), matched, appends.size());
+    log_info("{}recovered an interrupted copy: {} of {} message(s) had arrived and were paired",
+             log_prefix(target, name), matched, appends.size());
   }
   // Intents of kinds this version does not write are dropped with a note.
   auto rest = db_.pending_intents(id);
@@ -766,7 +780,7 @@ asio::awaitable<Status> Engine::execute(store::MailboxId id, const std::string& 
     if (!done) co_return done;
     acted[side] = true;
     summary_.expunged_on[side] += expunge[side].size();
-    log_info("{}: expunged {} message(s)", mailbox_label(side, name), expunge[side].size());
+    log_info("{}expunged {} message(s)", log_prefix(side, name), expunge[side].size());
   }
   if (!plan.forgets.empty()) {
     auto tx = db_.begin();
@@ -819,7 +833,7 @@ asio::awaitable<Status> Engine::execute(store::MailboxId id, const std::string& 
   for (Side side : kSides) {
     if (stored[side] == 0) continue;
     summary_.flags_set_on[side] += stored[side];
-    log_info("{}: updated flags of {} message(s)", mailbox_label(side, name), stored[side]);
+    log_info("{}updated flags of {} message(s)", log_prefix(side, name), stored[side]);
   }
 
   // 3. Copies, each direction in batches, intent before effect.
@@ -918,8 +932,7 @@ asio::awaitable<Status> Engine::copy(store::MailboxId id, const std::string& nam
       const CopyAction& action = *by_uid[fetched.uid];
       if (fetched.body.empty()) {
         // RFC 3502: a zero-length APPEND literal is refused; such a message cannot be copied.
-        log_warning("{}: UID {} is empty and cannot be copied", mailbox_label(from, name),
-                    fetched.uid);
+        log_warning("{}UID {} is empty and cannot be copied", log_prefix(from, name), fetched.uid);
         continue;
       }
       store::Intent intent;
@@ -978,7 +991,7 @@ asio::awaitable<Status> Engine::copy(store::MailboxId id, const std::string& nam
   }
   summary_.copied_to[to] += total;
   if (total > 0) {
-    log_info("{}: copied {} message(s) to {}", mailbox_label(from, name), total, side_name(to));
+    log_info("{}copied {} message(s) to {}", log_prefix(from, name), total, side_name(to));
   }
   co_return ok_status();
 }

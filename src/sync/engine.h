@@ -113,7 +113,10 @@ class Engine {
   std::unique_ptr<pcre2_code, decltype(&pcre2_code_free)> ignore_{nullptr, pcre2_code_free};
 };
 
-// "local(INBOX): " style prefix for log lines about one mailbox.
+// "local(INBOX)": names one side of one mailbox in error messages.
 std::string mailbox_label(Side side, const std::string& internal_name);
+// The prefix of log lines about one side of one mailbox: the config's log-prefix expanded
+// (InterIMAP's default gives "local(INBOX): ").
+std::string log_prefix(Side side, const std::string& internal_name);
 
 }  // namespace twinbox::sync

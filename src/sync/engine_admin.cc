@@ -43,7 +43,7 @@ asio::awaitable<Status> Engine::delete_mailboxes(const std::vector<std::string>&
       if (!m.selectable) continue;
       Status removed = co_await replicas_[side]->remove(m.name);
       if (!removed) co_return removed;
-      log_info("{}: deleted mailbox", mailbox_label(side, m.name));
+      log_info("{}deleted mailbox", log_prefix(side, m.name));
       // DELETE leaves the subscription behind (RFC 9051 §6.3.4): a deleted mailbox should not
       // stay in the user's folder list.
       if (m.subscribed) {
@@ -115,7 +115,7 @@ asio::awaitable<Status> Engine::rename_mailbox(const std::string& from_name,
     if (!targets.side(side) || !has_source[side]) continue;
     Status renamed = co_await replicas_[side]->rename(from, to);
     if (!renamed) co_return renamed;
-    log_info("{}: renamed mailbox to {}", mailbox_label(side, from), shown_name(to));
+    log_info("{}renamed mailbox to {}", log_prefix(side, from), shown_name(to));
   }
   if (targets.database) {
     auto renamed = db_.rename_mailbox(from, to);

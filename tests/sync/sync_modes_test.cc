@@ -278,6 +278,27 @@ TEST(SyncDryRun, PrintsThePlanAndChangesNothing) {
 }
 
 // =============================================================================================
+// Output: log-prefix and logfile from the config
+
+TEST(SyncOutput, LogPrefixAndLogfileFromTheConfig) {
+  SyncPair pair;
+  const std::string logfile = pair.dir() + "/twinbox.log";
+  // Config::Tiny trims trailing blanks; a conditional keeps the space.
+  pair.set_config_lines({"log-prefix = <%n|%m>%?n? ?", "logfile = " + logfile});
+  pair.append(Side::remote, "INBOX", test_messages("out", 2));
+  RunResult run = pair.run();
+  ASSERT_TRUE(ran_ok(run));
+  std::ifstream in(logfile);
+  const std::string text(std::istreambuf_iterator<char>(in), {});
+  EXPECT_THAT(text, HasSubstr("<remote|INBOX> copied 2 message(s) to local")) << text;
+  EXPECT_THAT(text, ::testing::ContainsRegex("^20[0-9][0-9]-[0-9][0-9]-[0-9][0-9]T")) << text;
+  struct stat st {};
+  ASSERT_EQ(::stat(logfile.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_THAT(run.err, ::testing::Not(HasSubstr("copied"))) << "log lines belong in the logfile";
+}
+
+// =============================================================================================
 // --watch
 
 // Random changes on both servers while twinbox watches (appends, flag edits on both sides of the
