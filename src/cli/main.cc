@@ -55,6 +55,10 @@ void print_summary(const sync::RunSummary& s) {
       s.expunged_on[store::Side::local], s.expunged_on[store::Side::remote],
       s.flags_set_on[store::Side::local], s.flags_set_on[store::Side::remote],
       s.conflicts > 0 ? fmt::format("; {} conflict(s) resolved", s.conflicts) : "");
+  for (store::Side side : store::kSides) {
+    log_info("{}: received {} bytes, sent {} bytes", store::side_name(side), s.wire_in[side],
+             s.wire_out[side]);
+  }
 }
 
 sync::Targets targets_of(const Options& options) {

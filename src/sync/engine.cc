@@ -125,7 +125,11 @@ Status Engine::compile_ignore_pattern() {
 
 void Engine::disconnect() {
   for (Side side : kSides) {
-    if (replicas_[side]) replicas_[side]->client().close();
+    if (!replicas_[side]) continue;
+    const auto counters = replicas_[side]->client().counters();
+    summary_.wire_in[side] += counters.wire_in;
+    summary_.wire_out[side] += counters.wire_out;
+    replicas_[side]->client().close();
     replicas_[side].reset();
   }
 }

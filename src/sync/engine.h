@@ -53,6 +53,7 @@ struct RunSummary {
   PerSide<std::size_t> expunged_on{};
   PerSide<std::size_t> flags_set_on{};
   std::size_t conflicts = 0;
+  PerSide<std::uint64_t> wire_in{}, wire_out{};  // bytes on the wire (after TLS/COMPRESS)
 };
 
 class Engine {
