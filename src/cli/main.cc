@@ -118,6 +118,7 @@ asio::awaitable<int> run_sync(asio::io_context& io, const config::Config& config
   engine_options.mailboxes = options.mailboxes;
   engine_options.dry_run = options.dry_run;
   engine_options.repair = options.repair;
+  engine_options.jobs = static_cast<std::size_t>(options.jobs);
   if (options.watch) engine_options.watch = std::chrono::seconds(*options.watch);
   engine_options.notify = options.notify;
   sync::Engine engine(config, engine_options, **db, std::move(endpoints));

@@ -37,6 +37,11 @@ ParseOutcome parse_options(int argc, char** argv) {
                     ->default_str("60")
                     ->type_name("SECONDS");
   app.add_flag("--notify", options.notify, "Wait for changes with IMAP NOTIFY (RFC 5465)");
+  app.add_option("-j,--jobs", options.jobs,
+                 "Mailboxes synced at once, each on its own connection to each server (default "
+                 "4; 1 uses a single connection per server)")
+      ->check(CLI::Range(1, 16))
+      ->type_name("N");
   app.add_flag("-q,--quiet", options.quiet, "Only print warnings and errors");
   app.add_flag("--debug", options.debug,
                "Debug output with IMAP traces (credentials always redacted); repeatable");

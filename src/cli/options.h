@@ -34,6 +34,7 @@ struct Options {
   bool remove = false;                 // --delete
   bool rename = false;                 // --rename
   bool dry_run = false;                // --dry-run
+  int jobs = 4;                        // --jobs: mailboxes synced at once
   bool probe = false;                  // --probe
   std::vector<std::string> mailboxes;  // positional
 };

@@ -8,6 +8,9 @@
 
 #include <fmt/format.h>
 
+#include <asio/co_spawn.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/redirect_error.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
@@ -19,7 +22,8 @@ namespace twinbox::sync {
 
 namespace {
 
-constexpr std::size_t kCopyBatchBytes = 16u << 20;
+// Two batches are in memory at once (one being appended, the next being fetched).
+constexpr std::size_t kCopyBatchBytes = 8u << 20;
 constexpr std::size_t kCopyBatchCount = 200;
 
 std::string join_flags(const FlagSet& flags) { return fmt::format("{}", fmt::join(flags, " ")); }
@@ -50,6 +54,15 @@ std::string shown(const std::string& internal) {
   std::string out = internal;
   std::replace(out.begin(), out.end(), '\0', '/');
   return out;
+}
+
+// Awaits one operation per side concurrently (each side has its own connection).
+template <class T>
+asio::awaitable<PerSide<T>> both(asio::awaitable<T> local, asio::awaitable<T> remote) {
+  using namespace asio::experimental::awaitable_operators;
+  auto results = co_await (std::move(local) && std::move(remote));
+  PerSide<T> out{{std::move(std::get<0>(results)), std::move(std::get<1>(results))}};
+  co_return out;
 }
 
 bool fatal_for_run(const Error& e) {
@@ -92,16 +105,30 @@ bool Engine::ignored(const std::string& name) const {
   return rc >= 0;
 }
 
-asio::awaitable<Status> Engine::connect() {
+asio::awaitable<Result<PerSide<std::unique_ptr<Replica>>>> Engine::open_lane() {
+  PerSide<std::unique_ptr<Replica>> lane;
   for (Side side : kSides) {
     auto client = co_await net::Client::connect(endpoints_[side]);
     if (!client) co_return client.error();
     const auto& section = side == Side::local ? config_.local : config_.remote;
-    replicas_[side] = std::make_unique<Replica>(side, std::move(*client), section.list_reference);
-    Status prepared = co_await replicas_[side]->prepare();
-    if (!prepared) co_return prepared;
+    lane[side] = std::make_unique<Replica>(side, std::move(*client), section.list_reference);
+    Status prepared = co_await lane[side]->prepare();
+    if (!prepared) co_return prepared.error();
   }
+  co_return lane;
+}
+
+asio::awaitable<Status> Engine::connect() {
+  auto lane = co_await open_lane();
+  if (!lane) co_return lane.error();
+  replicas_ = std::move(*lane);
   co_return ok_status();
+}
+
+Lane Engine::lane0() const {
+  Lane lane;
+  for (Side side : kSides) lane[side] = replicas_[side].get();
+  return lane;
 }
 
 Status Engine::compile_ignore_pattern() {
@@ -124,14 +151,18 @@ Status Engine::compile_ignore_pattern() {
 }
 
 void Engine::disconnect() {
-  for (Side side : kSides) {
-    if (!replicas_[side]) continue;
-    const auto counters = replicas_[side]->client().counters();
-    summary_.wire_in[side] += counters.wire_in;
-    summary_.wire_out[side] += counters.wire_out;
-    replicas_[side]->client().close();
-    replicas_[side].reset();
+  extra_lanes_.push_back(std::move(replicas_));
+  for (auto& lane : extra_lanes_) {
+    for (Side side : kSides) {
+      if (!lane[side]) continue;
+      const auto counters = lane[side]->client().counters();
+      summary_.wire_in[side] += counters.wire_in;
+      summary_.wire_out[side] += counters.wire_out;
+      lane[side]->client().close();
+      lane[side].reset();
+    }
   }
+  extra_lanes_.clear();
 }
 
 asio::awaitable<void> Engine::pause(std::chrono::milliseconds duration) {
@@ -199,16 +230,98 @@ asio::awaitable<Status> Engine::cycle() {
   }
   auto names = co_await reconcile_mailboxes();
   if (!names) co_return names.error();
+  std::vector<std::string> work;
   for (const auto& name : *names) {
-    if (stop_) break;
-    Status synced = co_await sync_mailbox(name);
+    auto needed = needs_sync(name);
+    if (!needed) co_return needed.error();
+    if (*needed) {
+      work.push_back(name);
+    } else {
+      log_debug("{}: unchanged", shown(name));
+    }
+  }
+  // More lanes only when there is work for them; a lane that cannot be opened (a server's
+  // connection limit) just means fewer jobs.
+  const std::size_t jobs = std::max<std::size_t>(1, std::min(options_.jobs, work.size()));
+  std::vector<Lane> lanes = {lane0()};
+  for (std::size_t k = 1; k < jobs; ++k) {
+    auto lane = co_await open_lane();
+    if (!lane) {
+      log_warning("could not open connection pair {} for parallel sync ({}); going on with {}",
+                  k + 1, lane.error().to_string(), k);
+      break;
+    }
+    extra_lanes_.push_back(std::move(*lane));
+    Lane view;
+    for (Side side : kSides) view[side] = extra_lanes_.back()[side].get();
+    lanes.push_back(view);
+  }
+  std::size_t next = 0;
+  std::optional<Error> fatal;
+  if (lanes.size() == 1) {
+    co_await sync_worker(lanes[0], work, next, fatal);
+  } else {
+    // One coroutine per lane, all on this thread: the database is only touched between awaits
+    // (no transaction spans one), so the workers interleave safely.
+    auto executor = co_await asio::this_coro::executor;
+    asio::steady_timer all_done(executor, std::chrono::steady_clock::time_point::max());
+    std::size_t running = lanes.size();
+    for (const Lane& lane : lanes) {
+      asio::co_spawn(executor, sync_worker(lane, work, next, fatal), [&](std::exception_ptr e) {
+        if (e && !fatal) fatal = Error(Errc::internal, "a sync worker failed");
+        if (--running == 0) all_done.cancel();
+      });
+    }
+    std::error_code ignored;
+    while (running > 0) {
+      co_await all_done.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+    }
+  }
+  // Extra lanes live for one cycle: a watch keeps only lane 0.
+  for (auto& lane : extra_lanes_) {
+    for (Side side : kSides) {
+      const auto counters = lane[side]->client().counters();
+      co_await lane[side]->client().logout();
+      summary_.wire_in[side] += counters.wire_in;
+      summary_.wire_out[side] += counters.wire_out;
+    }
+  }
+  extra_lanes_.clear();
+  if (fatal) co_return *fatal;
+  co_return ok_status();
+}
+
+asio::awaitable<void> Engine::sync_worker(Lane lane, const std::vector<std::string>& work,
+                                          std::size_t& next, std::optional<Error>& fatal) {
+  while (!stop_ && !fatal && next < work.size()) {
+    const std::string& name = work[next++];
+    Status synced = co_await sync_mailbox(name, lane);
     if (!synced) {
       ++summary_.mailboxes_failed;
       log_error("{}: {}", shown(name), synced.error().to_string());
-      if (fatal_for_run(synced.error())) co_return synced.error();
+      if (fatal_for_run(synced.error()) && !fatal) fatal = synced.error();
     }
   }
-  co_return ok_status();
+}
+
+Result<bool> Engine::needs_sync(const std::string& name) {
+  if (options_.repair) return true;
+  auto record = db_.find_mailbox(name);
+  if (!record) return record.error();
+  if (!*record) return true;
+  auto pending = db_.pending_intents((*record)->id);
+  if (!pending) return pending.error();
+  if (!pending->empty()) return true;
+  // Nothing moved on either side (LIST-STATUS said so): no SELECT at all.
+  for (Side side : kSides) {
+    const auto& m = listed_[side][name];
+    const auto& r = (*record)->sides[side];
+    const bool same = m.uidvalidity && m.uidnext && m.highestmodseq && r.uidvalidity && r.uidnext &&
+                      r.highestmodseq && *m.uidvalidity == *r.uidvalidity &&
+                      *m.uidnext == *r.uidnext && *m.highestmodseq == *r.highestmodseq;
+    if (!same) return true;
+  }
+  return false;
 }
 
 asio::awaitable<Result<bool>> Engine::wait_for_changes() {
@@ -340,7 +453,7 @@ asio::awaitable<Result<std::vector<std::string>>> Engine::reconcile_mailboxes() 
   co_return out;
 }
 
-asio::awaitable<Status> Engine::sync_mailbox(const std::string& name) {
+asio::awaitable<Status> Engine::sync_mailbox(const std::string& name, const Lane& lane) {
   auto record = db_.find_mailbox(name);
   if (!record) co_return record.error();
   if (!*record) co_return Error(Errc::internal, "mailbox missing from the state database");
@@ -350,27 +463,18 @@ asio::awaitable<Status> Engine::sync_mailbox(const std::string& name) {
   auto pending = db_.pending_intents(id);
   if (!pending) co_return pending.error();
 
-  // Nothing moved on either side (LIST-STATUS said so): no SELECT at all.
-  bool unchanged = pending->empty() && !options_.repair;
-  for (Side side : kSides) {
-    const auto& m = listed_[side][name];
-    const auto& r = recorded[side];
-    unchanged = unchanged && m.uidvalidity && m.uidnext && m.highestmodseq && r.uidvalidity &&
-                r.uidnext && r.highestmodseq && *m.uidvalidity == *r.uidvalidity &&
-                *m.uidnext == *r.uidnext && *m.highestmodseq == *r.highestmodseq;
-  }
-  if (unchanged) {
-    log_debug("{}: unchanged", shown(name));
-    co_return ok_status();
-  }
-
   PerSide<SideObservation> seen;
   PerSide<bool> reset{};
-  for (Side side : kSides) {
-    auto observed = co_await replicas_[side]->observe(name, recorded[side]);
-    if (!observed) co_return observed.error();
-    seen[side] = std::move(*observed);
-    reset[side] = seen[side].uidvalidity_changed;
+  {
+    // Both sides at once: each is its own connection.
+    auto observe_local = lane[Side::local]->observe(name, recorded[Side::local]);
+    auto observe_remote = lane[Side::remote]->observe(name, recorded[Side::remote]);
+    auto observed = co_await both(std::move(observe_local), std::move(observe_remote));
+    for (Side side : kSides) {
+      if (!observed[side]) co_return observed[side].error();
+      seen[side] = std::move(*observed[side]);
+      reset[side] = seen[side].uidvalidity_changed;
+    }
   }
   if (reset[Side::local] && reset[Side::remote]) {
     co_return Error(Errc::protocol,
@@ -388,18 +492,18 @@ asio::awaitable<Status> Engine::sync_mailbox(const std::string& name) {
     auto cleared = db_.clear_side(id, side);
     if (!cleared) co_return cleared.error();
     recorded[side] = store::SideState{};
-    auto observed = co_await replicas_[side]->observe(name, recorded[side]);
+    auto observed = co_await lane[side]->observe(name, recorded[side]);
     if (!observed) co_return observed.error();
     seen[side] = std::move(*observed);
   }
   auto orphan_count = db_.count_orphans(id);
   if (!orphan_count) co_return orphan_count.error();
   if (*orphan_count > 0) {
-    Status rematched = co_await rematch_orphans(id, name, seen);
+    Status rematched = co_await rematch_orphans(lane, id, name, seen);
     if (!rematched) co_return rematched;
   }
   if (!pending->empty()) {
-    Status recovered = co_await recover_intents(id, name);
+    Status recovered = co_await recover_intents(lane, id, name);
     if (!recovered) co_return recovered;
   }
 
@@ -445,7 +549,7 @@ asio::awaitable<Status> Engine::sync_mailbox(const std::string& name) {
     for (const auto& reason : distrust[side]) {
       log_warning("{}{}: re-reading the whole mailbox", log_prefix(side, name), reason);
     }
-    auto all = co_await replicas_[side]->observe_all(name);
+    auto all = co_await lane[side]->observe_all(name);
     if (!all) co_return all.error();
     if (all->state.uidvalidity != seen[side].uidvalidity) {
       co_return Error(Errc::protocol, fmt::format("{}: UIDVALIDITY changed during the sync",
@@ -528,7 +632,7 @@ asio::awaitable<Status> Engine::sync_mailbox(const std::string& name) {
   if ((full[Side::local] && full[Side::remote]) ||
       (first_sync && !seen[Side::local].changes.added.empty() &&
        !seen[Side::remote].changes.added.empty())) {
-    Status matched = co_await pair_by_content(id, name, seen, observation);
+    Status matched = co_await pair_by_content(lane, id, name, seen, observation);
     if (!matched) co_return matched;
   }
 
@@ -552,13 +656,14 @@ asio::awaitable<Status> Engine::sync_mailbox(const std::string& name) {
     if (!text.empty()) fmt::print("{}:\n{}", shown(name), text);
     co_return ok_status();
   }
-  Status executed = co_await execute(id, name, *plan, seen);
+  Status executed = co_await execute(lane, id, name, *plan, seen);
   if (!executed) co_return executed;
   ++summary_.mailboxes_synced;
   co_return ok_status();
 }
 
-asio::awaitable<Status> Engine::pair_by_content(store::MailboxId id, const std::string& name,
+asio::awaitable<Status> Engine::pair_by_content(const Lane& lane, store::MailboxId id,
+                                                const std::string& name,
                                                 PerSide<SideObservation>& seen,
                                                 MailboxObservation& observation) {
   // --repair: messages on both sides that the database does not pair may be the same message
@@ -576,12 +681,12 @@ asio::awaitable<Status> Engine::pair_by_content(store::MailboxId id, const std::
     const NewMessage& mine = local_added[i];
     auto [first, last] = remote_by_size.equal_range(mine.size);
     if (first == last) continue;
-    auto local_hash = co_await body_hash(Side::local, mine.uid);
+    auto local_hash = co_await body_hash(lane, Side::local, mine.uid);
     if (!local_hash) co_return local_hash.error();
     for (auto c = first; c != last; ++c) {
       if (taken_remote.count(c->second)) continue;
       const NewMessage& theirs = remote_added[c->second];
-      auto remote_hash = co_await body_hash(Side::remote, theirs.uid);
+      auto remote_hash = co_await body_hash(lane, Side::remote, theirs.uid);
       if (!remote_hash) co_return remote_hash.error();
       if (*remote_hash != *local_hash) continue;
       FlagSet base;
@@ -626,14 +731,15 @@ asio::awaitable<Status> Engine::pair_by_content(store::MailboxId id, const std::
   co_return ok_status();
 }
 
-asio::awaitable<Result<std::string>> Engine::body_hash(Side side, Uid uid) {
+asio::awaitable<Result<std::string>> Engine::body_hash(const Lane& lane, Side side, Uid uid) {
   const std::vector<Uid> one = {uid};
-  auto bodies = co_await replicas_[side]->fetch_bodies(one);
+  auto bodies = co_await lane[side]->fetch_bodies(one);
   if (!bodies) co_return bodies.error();
   co_return bodies->empty() ? std::string() : sha256_hex((*bodies)[0].body);
 }
 
-asio::awaitable<Status> Engine::rematch_orphans(store::MailboxId id, const std::string& name,
+asio::awaitable<Status> Engine::rematch_orphans(const Lane& lane, store::MailboxId id,
+                                                const std::string& name,
                                                 PerSide<SideObservation>& seen) {
   auto orphans = db_.orphans(id);
   if (!orphans) co_return orphans.error();
@@ -645,7 +751,7 @@ asio::awaitable<Status> Engine::rematch_orphans(store::MailboxId id, const std::
       if (o.side == survivor) mine[o.uid] = &o;
     }
     if (mine.empty()) continue;
-    auto present = co_await replicas_[survivor]->summaries_from(1);
+    auto present = co_await lane[survivor]->summaries_from(1);
     if (!present) co_return present.error();
     // Candidates on the reset side: everything it now reports, by size.
     std::multimap<std::uint64_t, Uid> by_size;
@@ -662,12 +768,12 @@ asio::awaitable<Status> Engine::rematch_orphans(store::MailboxId id, const std::
         const auto key_survivor = std::make_pair(static_cast<int>(index(survivor)), summary.uid);
         const auto key_reset = std::make_pair(static_cast<int>(index(reset)), c->second);
         if (!hashes.count(key_survivor)) {
-          auto hash = co_await body_hash(survivor, summary.uid);
+          auto hash = co_await body_hash(lane, survivor, summary.uid);
           if (!hash) co_return hash.error();
           hashes[key_survivor] = *hash;
         }
         if (!hashes.count(key_reset)) {
-          auto hash = co_await body_hash(reset, c->second);
+          auto hash = co_await body_hash(lane, reset, c->second);
           if (!hash) co_return hash.error();
           hashes[key_reset] = *hash;
         }
@@ -701,7 +807,8 @@ asio::awaitable<Status> Engine::rematch_orphans(store::MailboxId id, const std::
   co_return ok_status();
 }
 
-asio::awaitable<Status> Engine::recover_intents(store::MailboxId id, const std::string& name) {
+asio::awaitable<Status> Engine::recover_intents(const Lane& lane, store::MailboxId id,
+                                                const std::string& name) {
   auto pending = db_.pending_intents(id);
   if (!pending) co_return pending.error();
   for (Side target : kSides) {
@@ -713,7 +820,7 @@ asio::awaitable<Status> Engine::recover_intents(store::MailboxId id, const std::
     Uid lowest = 4294967295u;
     for (const auto& intent : appends)
       lowest = std::min(lowest, intent.target_uidnext_before.value_or(1));
-    auto candidates = co_await replicas_[target]->summaries_from(lowest);
+    auto candidates = co_await lane[target]->summaries_from(lowest);
     if (!candidates) co_return candidates.error();
     std::set<Uid> used;
     std::map<Uid, std::string> hashes;  // fetched lazily, only for candidates of the right size
@@ -727,7 +834,7 @@ asio::awaitable<Status> Engine::recover_intents(store::MailboxId id, const std::
         }
         if (!hashes.count(c.uid)) {
           const std::vector<Uid> one = {c.uid};
-          auto bodies = co_await replicas_[target]->fetch_bodies(one);
+          auto bodies = co_await lane[target]->fetch_bodies(one);
           if (!bodies) co_return bodies.error();
           hashes[c.uid] = bodies->empty() ? std::string() : sha256_hex((*bodies)[0].body);
         }
@@ -771,8 +878,9 @@ asio::awaitable<Status> Engine::recover_intents(store::MailboxId id, const std::
   co_return ok_status();
 }
 
-asio::awaitable<Status> Engine::execute(store::MailboxId id, const std::string& name,
-                                        const Plan& plan, PerSide<SideObservation>& seen) {
+asio::awaitable<Status> Engine::execute(const Lane& lane, store::MailboxId id,
+                                        const std::string& name, const Plan& plan,
+                                        PerSide<SideObservation>& seen) {
   PerSide<bool> acted{};
   // 1. Expunges, then forget the pairs (a crash in between: both sides report the UID vanished
   //    next time and the pair is forgotten then).
@@ -780,7 +888,7 @@ asio::awaitable<Status> Engine::execute(store::MailboxId id, const std::string& 
   for (const auto& e : plan.expunges) expunge[e.on].push_back(e.uid);
   for (Side side : kSides) {
     if (expunge[side].empty()) continue;
-    Status done = co_await replicas_[side]->expunge(expunge[side]);
+    Status done = co_await lane[side]->expunge(expunge[side]);
     if (!done) co_return done;
     acted[side] = true;
     summary_.expunged_on[side] += expunge[side].size();
@@ -805,22 +913,24 @@ asio::awaitable<Status> Engine::execute(store::MailboxId id, const std::string& 
   }
   std::set<Uid> modified_local;  // pairs (by local UID) whose store hit MODIFIED
   PerSide<std::size_t> stored{};
+  PerSide<std::vector<Replica::FlagUpdate>> updates;
   for (const auto& s : plan.stores) {
     const auto key = std::make_pair(static_cast<int>(index(s.on)), s.uid);
     auto it = merged.find(key);
     if (it == merged.end()) co_return Error(Errc::internal, "store without a merged flag record");
-    const ModSeq since = s.unchanged_since.value_or(seen[s.on].highestmodseq);
-    auto done = co_await replicas_[s.on]->set_flags(s.uid, it->second, since);
-    if (!done) co_return done.error();
-    acted[s.on] = true;
-    if (!*done) {
-      for (const auto& r : plan.records) {
-        const Uid uid = s.on == Side::local ? r.pair.local_uid : r.pair.remote_uid;
-        if (uid == s.uid) modified_local.insert(r.pair.local_uid);
-      }
-      continue;
+    updates[s.on].push_back(
+        {s.uid, it->second, s.unchanged_since.value_or(seen[s.on].highestmodseq)});
+  }
+  for (Side side : kSides) {
+    if (updates[side].empty()) continue;
+    auto modified = co_await lane[side]->set_flags_many(updates[side]);
+    if (!modified) co_return modified.error();
+    acted[side] = true;
+    stored[side] = updates[side].size() - modified->size();
+    for (const auto& r : plan.records) {
+      const Uid uid = side == Side::local ? r.pair.local_uid : r.pair.remote_uid;
+      if (modified->count(uid)) modified_local.insert(r.pair.local_uid);
     }
-    ++stored[s.on];
   }
   if (!plan.records.empty()) {
     auto tx = db_.begin();
@@ -846,7 +956,7 @@ asio::awaitable<Status> Engine::execute(store::MailboxId id, const std::string& 
   PerSide<std::vector<Uid>> appended;
   for (Side from : kSides) {
     if (copies[from].empty()) continue;
-    Status copied = co_await copy(id, name, from, std::move(copies[from]), seen);
+    Status copied = co_await copy(lane, id, name, from, std::move(copies[from]), seen);
     if (!copied) co_return copied;
     acted[other(from)] = true;
   }
@@ -855,44 +965,15 @@ asio::awaitable<Status> Engine::execute(store::MailboxId id, const std::string& 
   //    applied and recorded. After our own changes, HIGHESTMODSEQ may only move past them if
   //    nobody else changed anything meanwhile; otherwise keep the observed value so the next
   //    run sees the concurrent change (RFC 7162 §6).
+  auto settle_local = settled_state(lane, id, Side::local, seen[Side::local], acted[Side::local],
+                                    expunge[Side::local]);
+  auto settle_remote = settled_state(lane, id, Side::remote, seen[Side::remote],
+                                     acted[Side::remote], expunge[Side::remote]);
+  auto settled = co_await both(std::move(settle_local), std::move(settle_remote));
   PerSide<store::SideState> next;
   for (Side side : kSides) {
-    next[side].uidvalidity = seen[side].uidvalidity;
-    next[side].uidnext = seen[side].uidnext;
-    next[side].highestmodseq = seen[side].highestmodseq;
-    if (!acted[side]) continue;
-    auto changes = co_await replicas_[side]->changed_since(seen[side].highestmodseq);
-    if (!changes) co_return changes.error();
-    bool only_ours = true;
-    imap::SequenceSet ours;
-    for (Uid uid : expunge[side]) ours.add(uid);
-    for (const auto& range : changes->vanished.ranges()) {
-      for (std::uint64_t uid = range.first; uid <= range.last && only_ours; ++uid) {
-        // Bounded: a vanished set we did not cause ends the loop at its first member.
-        if (!ours.contains(static_cast<Uid>(uid))) only_ours = false;
-      }
-    }
-    for (const auto& [uid, flags] : changes->flags) {
-      auto pair = db_.find_pair(id, side, uid);
-      if (!pair) co_return pair.error();
-      if (!*pair || !same_flags(split_flags((*pair)->flags), flags)) only_ours = false;
-    }
-    // Our appends: if they are exactly the UIDs right after the observed UIDNEXT, nobody else
-    // delivered in between and UIDNEXT may move past them.
-    auto above = co_await replicas_[side]->summaries_from(seen[side].uidnext);
-    if (!above) co_return above.error();
-    Uid expected = seen[side].uidnext;
-    bool contiguous = true;
-    for (const auto& m : *above) {
-      auto pair = db_.find_pair(id, side, m.uid);
-      if (!pair) co_return pair.error();
-      if (!*pair) contiguous = false;
-      expected = std::max(expected, m.uid + 1);
-    }
-    if (only_ours && contiguous) {
-      next[side].uidnext = expected;
-      next[side].highestmodseq = replicas_[side]->highestmodseq();
-    }
+    if (!settled[side]) co_return settled[side].error();
+    next[side] = *settled[side];
   }
   auto tx = db_.begin();
   if (!tx) co_return tx.error();
@@ -903,29 +984,77 @@ asio::awaitable<Status> Engine::execute(store::MailboxId id, const std::string& 
   co_return tx->commit();
 }
 
-asio::awaitable<Status> Engine::copy(store::MailboxId id, const std::string& name, Side from,
-                                     std::vector<CopyAction> copies,
+asio::awaitable<Result<store::SideState>> Engine::settled_state(const Lane& lane,
+                                                                store::MailboxId id, Side side,
+                                                                const SideObservation& seen,
+                                                                bool acted,
+                                                                const std::vector<Uid>& expunged) {
+  store::SideState next;
+  next.uidvalidity = seen.uidvalidity;
+  next.uidnext = seen.uidnext;
+  next.highestmodseq = seen.highestmodseq;
+  if (!acted) co_return next;
+  auto settled = co_await lane[side]->settle(seen.highestmodseq, seen.uidnext);
+  if (!settled) co_return settled.error();
+  bool only_ours = true;
+  imap::SequenceSet ours;
+  for (Uid uid : expunged) ours.add(uid);
+  for (const auto& range : settled->changes.vanished.ranges()) {
+    for (std::uint64_t uid = range.first; uid <= range.last && only_ours; ++uid) {
+      // Bounded: a vanished set we did not cause ends the loop at its first member.
+      if (!ours.contains(static_cast<Uid>(uid))) only_ours = false;
+    }
+  }
+  for (const auto& [uid, flags] : settled->changes.flags) {
+    auto pair = db_.find_pair(id, side, uid);
+    if (!pair) co_return pair.error();
+    if (!*pair || !same_flags(split_flags((*pair)->flags), flags)) only_ours = false;
+  }
+  // Our appends: if they are exactly the UIDs right after the observed UIDNEXT, nobody else
+  // delivered in between and UIDNEXT may move past them.
+  Uid expected = seen.uidnext;
+  bool contiguous = true;
+  for (const auto& m : settled->above) {
+    auto pair = db_.find_pair(id, side, m.uid);
+    if (!pair) co_return pair.error();
+    if (!*pair) contiguous = false;
+    expected = std::max(expected, m.uid + 1);
+  }
+  if (only_ours && contiguous) {
+    next.uidnext = expected;
+    next.highestmodseq = settled->highestmodseq;
+  }
+  co_return next;
+}
+
+asio::awaitable<Status> Engine::copy(const Lane& lane, store::MailboxId id, const std::string& name,
+                                     Side from, std::vector<CopyAction> copies,
                                      PerSide<SideObservation>& seen) {
   const Side to = other(from);
-  Uid target_next = std::max<Uid>(seen[to].uidnext, replicas_[to]->uidnext());
-  std::size_t total = 0;
-  std::size_t start = 0;
-  while (start < copies.size()) {
-    // A batch bounded in bytes (as announced by RFC822.SIZE) and in count.
+  Uid target_next = std::max<Uid>(seen[to].uidnext, lane[to]->uidnext());
+  // Batches bounded in bytes (as announced by RFC822.SIZE) and in count.
+  std::vector<std::vector<Uid>> batches;
+  std::map<Uid, const CopyAction*> by_uid;
+  for (std::size_t start = 0; start < copies.size();) {
     std::size_t end = start, bytes = 0;
     while (end < copies.size() && end - start < kCopyBatchCount &&
            (end == start || bytes + copies[end].size <= kCopyBatchBytes)) {
       bytes += copies[end].size;
       ++end;
     }
-    std::vector<Uid> uids;
-    std::map<Uid, const CopyAction*> by_uid;
+    batches.emplace_back();
     for (std::size_t i = start; i < end; ++i) {
-      uids.push_back(copies[i].uid);
+      batches.back().push_back(copies[i].uid);
       by_uid[copies[i].uid] = &copies[i];
     }
     start = end;
-    auto bodies = co_await replicas_[from]->fetch_bodies(uids);
+  }
+  std::size_t total = 0;
+  // The next batch is fetched from `from` while this one is appended to `to`: two connections,
+  // so the transfer in one direction hides the other's round trips.
+  Result<std::vector<FetchedMessage>> bodies = std::vector<FetchedMessage>{};
+  if (!batches.empty()) bodies = co_await lane[from]->fetch_bodies(batches[0]);
+  for (std::size_t k = 0; k < batches.size(); ++k) {
     if (!bodies) co_return bodies.error();
     std::vector<imap::cmd::AppendMessage> messages;
     std::vector<const CopyAction*> actions;
@@ -961,8 +1090,22 @@ asio::awaitable<Status> Engine::copy(store::MailboxId id, const std::string& nam
     }
     Status committed = tx->commit();  // the intents are durable before the APPEND is sent
     if (!committed) co_return committed;
-    if (messages.empty()) continue;
-    auto appended = co_await replicas_[to]->append(name, std::move(messages));
+    const bool more = k + 1 < batches.size();
+    Result<Replica::Appended> appended = Replica::Appended{};
+    if (messages.empty()) {
+      if (more) bodies = co_await lane[from]->fetch_bodies(batches[k + 1]);
+      continue;
+    }
+    if (more) {
+      using namespace asio::experimental::awaitable_operators;
+      auto appending = lane[to]->append(name, std::move(messages));
+      auto fetching = lane[from]->fetch_bodies(batches[k + 1]);
+      auto results = co_await (std::move(appending) && std::move(fetching));
+      appended = std::move(std::get<0>(results));
+      bodies = std::move(std::get<1>(results));
+    } else {
+      appended = co_await lane[to]->append(name, std::move(messages));
+    }
     if (!appended) co_return appended.error();
     if (seen[to].uidvalidity != 0 && appended->uidvalidity != seen[to].uidvalidity) {
       co_return Error(

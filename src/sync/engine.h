@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,8 +29,14 @@
 
 namespace twinbox::sync {
 
+// One connection to each side; mailboxes are synced on several lanes at once (--jobs).
+using Lane = PerSide<Replica*>;
+
 struct EngineOptions {
   std::vector<std::string> mailboxes;  // command-line MAILBOX...: replaces list-mailbox
+  // --jobs: mailboxes synced at once, each on its own pair of connections (1 = InterIMAP's one
+  // connection per side). Extra connections are opened only when that many mailboxes changed.
+  std::size_t jobs = 4;
   bool dry_run = false;
   // --repair: re-read every message of both sides instead of asking for changes, re-copy what is
   // missing, pair what matches by content, report every discrepancy.
@@ -88,26 +95,41 @@ class Engine {
   // Internal name of a name given on the command line (local delimiter -> NUL).
   std::string from_command_line(std::string name) const;
   asio::awaitable<Status> connect();
+  asio::awaitable<Result<PerSide<std::unique_ptr<Replica>>>> open_lane();
+  Lane lane0() const;
+  // Whether LIST-STATUS and the database say that the mailbox may have changed.
+  Result<bool> needs_sync(const std::string& name);
+  // Syncs work[next++] on `lane` until the list is exhausted (or a stop is requested).
+  asio::awaitable<void> sync_worker(Lane lane, const std::vector<std::string>& work,
+                                    std::size_t& next, std::optional<Error>& fatal);
   asio::awaitable<Result<std::vector<std::string>>> reconcile_mailboxes();
-  asio::awaitable<Status> sync_mailbox(const std::string& name);
-  asio::awaitable<Status> rematch_orphans(store::MailboxId id, const std::string& name,
-                                          PerSide<SideObservation>& seen);
-  asio::awaitable<Status> pair_by_content(store::MailboxId id, const std::string& name,
-                                          PerSide<SideObservation>& seen,
+  asio::awaitable<Status> sync_mailbox(const std::string& name, const Lane& lane);
+  asio::awaitable<Status> rematch_orphans(const Lane& lane, store::MailboxId id,
+                                          const std::string& name, PerSide<SideObservation>& seen);
+  asio::awaitable<Status> pair_by_content(const Lane& lane, store::MailboxId id,
+                                          const std::string& name, PerSide<SideObservation>& seen,
                                           MailboxObservation& observation);
-  asio::awaitable<Result<std::string>> body_hash(Side side, Uid uid);
-  asio::awaitable<Status> recover_intents(store::MailboxId id, const std::string& name);
-  asio::awaitable<Status> execute(store::MailboxId id, const std::string& name, const Plan& plan,
-                                  PerSide<SideObservation>& seen);
-  asio::awaitable<Status> copy(store::MailboxId id, const std::string& name, Side from,
-                               std::vector<CopyAction> copies, PerSide<SideObservation>& seen);
+  asio::awaitable<Result<std::string>> body_hash(const Lane& lane, Side side, Uid uid);
+  asio::awaitable<Status> recover_intents(const Lane& lane, store::MailboxId id,
+                                          const std::string& name);
+  asio::awaitable<Status> execute(const Lane& lane, store::MailboxId id, const std::string& name,
+                                  const Plan& plan, PerSide<SideObservation>& seen);
+  // The UIDNEXT and HIGHESTMODSEQ a side may record after our changes (see execute()).
+  asio::awaitable<Result<store::SideState>> settled_state(const Lane& lane, store::MailboxId id,
+                                                          Side side, const SideObservation& seen,
+                                                          bool acted,
+                                                          const std::vector<Uid>& expunged);
+  asio::awaitable<Status> copy(const Lane& lane, store::MailboxId id, const std::string& name,
+                               Side from, std::vector<CopyAction> copies,
+                               PerSide<SideObservation>& seen);
   bool ignored(const std::string& name) const;
 
   const config::Config& config_;
   EngineOptions options_;
   store::StateDb& db_;
   PerSide<net::Endpoint> endpoints_;
-  PerSide<std::unique_ptr<Replica>> replicas_;
+  PerSide<std::unique_ptr<Replica>> replicas_;                  // lane 0: lists, watches, syncs
+  std::vector<PerSide<std::unique_ptr<Replica>>> extra_lanes_;  // lanes 1..jobs-1, per cycle
   PerSide<std::map<std::string, ListedMailbox>> listed_;
   RunSummary summary_;
   bool stop_ = false;

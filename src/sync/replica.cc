@@ -295,25 +295,76 @@ std::uint32_t Replica::uidnext() const {
   return state && state->uidnext ? *state->uidnext : 0;
 }
 
-asio::awaitable<Result<Replica::Changes>> Replica::changed_since(ModSeq modseq) {
-  auto& s = client_->session();
+namespace {
+
+Result<std::vector<imap::CommandId>> fetch_changed_since(imap::Session& s, ModSeq modseq) {
   imap::cmd::FetchModifiers modifiers;
   modifiers.changed_since = modseq;
   modifiers.vanished = true;
   imap::SequenceSet all;
   all.add(1, kMaxUid);
-  auto fetch = s.uid_fetch(all, "(UID FLAGS)", modifiers);
-  auto fetched = co_await client_->wait_all(std::move(fetch));
+  return s.uid_fetch(all, "(UID FLAGS)", modifiers);
+}
+
+Result<std::vector<imap::CommandId>> fetch_summaries(imap::Session& s, Uid from) {
+  imap::SequenceSet range;
+  range.add(std::max<Uid>(from, 1), kMaxUid);
+  return s.uid_fetch(range, "(UID RFC822.SIZE FLAGS INTERNALDATE MODSEQ)");
+}
+
+void collect_changes(const imap::Completion& done, Replica::Changes& out) {
+  for (auto& response : done.untagged) {
+    if (auto* v = std::get_if<imap::VanishedData>(&response.data)) out.vanished.add(v->uids);
+    auto* f = std::get_if<imap::FetchData>(&response.data);
+    if (f != nullptr && f->uid && f->flags) out.flags[*f->uid] = canonical(*f->flags);
+  }
+}
+
+void collect_summaries(const imap::Completion& done, Uid from, std::vector<MessageSummary>& out) {
+  for (auto& response : done.untagged) {
+    auto* f = std::get_if<imap::FetchData>(&response.data);
+    // "n:*" always names the last message, even below n (RFC 9051 §6.4.8): filter.
+    if (f == nullptr || !f->uid || *f->uid < from) continue;
+    out.push_back({*f->uid, f->rfc822_size.value_or(0),
+                   canonical(f->flags.value_or(std::vector<std::string>{})),
+                   f->internaldate.value_or(""), f->modseq.value_or(0)});
+  }
+}
+
+}  // namespace
+
+asio::awaitable<Result<Replica::Changes>> Replica::changed_since(ModSeq modseq) {
+  auto fetched = co_await client_->wait_all(fetch_changed_since(client_->session(), modseq));
   if (!fetched) co_return fetched.error();
   Changes out;
   for (auto& done : *fetched) {
     if (!done.ok()) co_return rejected(side_, "UID FETCH (CHANGEDSINCE)", done);
-    for (auto& response : done.untagged) {
-      if (auto* v = std::get_if<imap::VanishedData>(&response.data)) out.vanished.add(v->uids);
-      auto* f = std::get_if<imap::FetchData>(&response.data);
-      if (f != nullptr && f->uid && f->flags) out.flags[*f->uid] = canonical(*f->flags);
+    collect_changes(done, out);
+  }
+  co_return out;
+}
+
+asio::awaitable<Result<Replica::Settled>> Replica::settle(ModSeq modseq, Uid uidnext) {
+  auto& s = client_->session();
+  auto changed = fetch_changed_since(s, modseq);
+  if (!changed) co_return changed.error();
+  auto above = fetch_summaries(s, uidnext);
+  if (!above) co_return above.error();
+  std::vector<imap::CommandId> ids = *changed;
+  ids.insert(ids.end(), above->begin(), above->end());
+  auto fetched = co_await client_->wait_all(std::move(ids));
+  if (!fetched) co_return fetched.error();
+  Settled out;
+  for (std::size_t i = 0; i < fetched->size(); ++i) {
+    const auto& done = (*fetched)[i];
+    if (!done.ok()) co_return rejected(side_, "UID FETCH", done);
+    if (i < changed->size()) {
+      collect_changes(done, out.changes);
+    } else {
+      collect_summaries(done, uidnext, out.above);
     }
   }
+  out.highestmodseq = highestmodseq();
   co_return out;
 }
 
@@ -346,22 +397,12 @@ asio::awaitable<Result<std::vector<FetchedMessage>>> Replica::fetch_bodies(
 }
 
 asio::awaitable<Result<std::vector<MessageSummary>>> Replica::summaries_from(Uid from) {
-  auto& s = client_->session();
-  imap::SequenceSet range;
-  range.add(std::max<Uid>(from, 1), kMaxUid);
-  auto fetch = s.uid_fetch(range, "(UID RFC822.SIZE FLAGS INTERNALDATE MODSEQ)");
-  auto fetched = co_await client_->wait_all(std::move(fetch));
+  auto fetched = co_await client_->wait_all(fetch_summaries(client_->session(), from));
   if (!fetched) co_return fetched.error();
   std::vector<MessageSummary> out;
   for (auto& done : *fetched) {
     if (!done.ok()) co_return rejected(side_, "UID FETCH (RFC822.SIZE)", done);
-    for (auto& response : done.untagged) {
-      auto* f = std::get_if<imap::FetchData>(&response.data);
-      if (f == nullptr || !f->uid || *f->uid < from) continue;
-      out.push_back({*f->uid, f->rfc822_size.value_or(0),
-                     canonical(f->flags.value_or(std::vector<std::string>{})),
-                     f->internaldate.value_or(""), f->modseq.value_or(0)});
-    }
+    collect_summaries(done, from, out);
   }
   co_return out;
 }
@@ -415,22 +456,46 @@ asio::awaitable<Result<Replica::Appended>> Replica::append(
   co_return result;
 }
 
-asio::awaitable<Result<bool>> Replica::set_flags(Uid uid, const FlagSet& flags,
-                                                 ModSeq unchanged_since) {
+asio::awaitable<Result<std::set<Uid>>> Replica::set_flags_many(
+    const std::vector<FlagUpdate>& updates) {
   auto& s = client_->session();
-  imap::cmd::StoreOp op;
-  op.mode = imap::cmd::StoreMode::replace;
-  op.flags = flags;
-  op.unchanged_since = unchanged_since;
-  const imap::SequenceSet one = imap::SequenceSet::of({uid});
-  auto store = s.uid_store(one, op);
-  auto stored = co_await client_->wait_all(std::move(store));
+  std::map<std::pair<std::string, ModSeq>, std::pair<FlagSet, std::vector<Uid>>> groups;
+  for (const auto& u : updates) {
+    std::string key;
+    for (const auto& flag : u.flags) key += flag + ' ';
+    auto& group = groups[{key, u.unchanged_since}];
+    group.first = u.flags;
+    group.second.push_back(u.uid);
+  }
+  std::vector<imap::CommandId> ids;
+  std::vector<std::vector<Uid>> sent;
+  for (auto& [key, group] : groups) {
+    imap::cmd::StoreOp op;
+    op.mode = imap::cmd::StoreMode::replace;
+    op.flags = group.first;
+    op.unchanged_since = key.second;
+    auto store = s.uid_store(set_of(group.second), op);
+    if (!store) co_return store.error();
+    for (auto id : *store) {
+      ids.push_back(id);
+      sent.push_back(group.second);
+    }
+  }
+  std::set<Uid> modified;
+  auto stored = co_await client_->wait_all(std::move(ids));
   if (!stored) co_return stored.error();
-  for (auto& done : *stored) {
-    if (done.status.code.kind == imap::CodeKind::modified) co_return false;
+  for (std::size_t i = 0; i < stored->size(); ++i) {
+    const auto& done = (*stored)[i];
+    if (done.status.code.kind == imap::CodeKind::modified) {
+      // RFC 7162 §3.1.3: the UIDs that were not stored; the others were.
+      for (Uid uid : sent[i]) {
+        if (done.status.code.set.contains(uid)) modified.insert(uid);
+      }
+      continue;
+    }
     if (!done.ok()) co_return rejected(side_, "UID STORE (UNCHANGEDSINCE)", done);
   }
-  co_return true;
+  co_return modified;
 }
 
 asio::awaitable<Status> Replica::expunge(const std::vector<Uid>& uids) {
@@ -440,18 +505,23 @@ asio::awaitable<Status> Replica::expunge(const std::vector<Uid>& uids) {
   imap::cmd::StoreOp deleted;
   deleted.flags = {"\\Deleted"};
   auto store = s.uid_store(set, deleted);
-  auto stored = co_await client_->wait_all(std::move(store));
-  if (!stored) co_return stored.error();
-  for (auto& done : *stored) {
-    if (!done.ok()) co_return rejected(side_, "UID STORE +FLAGS.SILENT (\\Deleted)", done);
-  }
+  if (!store) co_return store.error();
   // UID EXPUNGE of exactly these UIDs: never plain EXPUNGE, which would also remove other
-  // clients' \Deleted messages (RFC 4315 §2.1, RFC 7162 §3.2.9).
+  // clients' \Deleted messages (RFC 4315 §2.1, RFC 7162 §3.2.9). Pipelined behind the STORE:
+  // both are UID commands, which RFC 9051 §5.5 allows in flight together; the server runs them
+  // in order.
   auto expunge = s.uid_expunge(set);
-  auto expunged = co_await client_->wait_all(std::move(expunge));
-  if (!expunged) co_return expunged.error();
-  for (auto& done : *expunged) {
-    if (!done.ok()) co_return rejected(side_, "UID EXPUNGE", done);
+  if (!expunge) co_return expunge.error();
+  std::vector<imap::CommandId> ids = *store;
+  ids.insert(ids.end(), expunge->begin(), expunge->end());
+  auto done = co_await client_->wait_all(std::move(ids));
+  if (!done) co_return done.error();
+  for (std::size_t i = 0; i < done->size(); ++i) {
+    if (!(*done)[i].ok()) {
+      co_return rejected(side_,
+                         i < store->size() ? "UID STORE +FLAGS.SILENT (\\Deleted)" : "UID EXPUNGE",
+                         (*done)[i]);
+    }
   }
   co_return ok_status();
 }

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -117,6 +118,15 @@ class Replica {
   };
   asio::awaitable<Result<Changes>> changed_since(ModSeq modseq);
 
+  // After our own changes: what changed since `modseq` plus every message at or above `uidnext`
+  // (two pipelined UID FETCHes, one round trip), and the HIGHESTMODSEQ after both.
+  struct Settled {
+    Changes changes;
+    std::vector<MessageSummary> above;
+    ModSeq highestmodseq = 0;
+  };
+  asio::awaitable<Result<Settled>> settle(ModSeq modseq, Uid uidnext);
+
   // Bodies of `uids` in the selected mailbox (BODY.PEEK[]; never sets \Seen).
   asio::awaitable<Result<std::vector<FetchedMessage>>> fetch_bodies(const std::vector<Uid>& uids);
 
@@ -132,11 +142,18 @@ class Replica {
   asio::awaitable<Result<Appended>> append(const std::string& internal,
                                            std::vector<imap::cmd::AppendMessage> messages);
 
-  // UID STORE uid (UNCHANGEDSINCE m) FLAGS.SILENT (flags): sets the merged flags in one
-  // conditional command (two commands, +FLAGS then -FLAGS, would fail the second on the modseq
-  // the first one raised). False when the server answered MODIFIED: the message changed
-  // concurrently and the next observation will see it (RFC 7162 §3.1.3).
-  asio::awaitable<Result<bool>> set_flags(Uid uid, const FlagSet& flags, ModSeq unchanged_since);
+  // UID STORE uids (UNCHANGEDSINCE m) FLAGS.SILENT (flags): replaces each message's flags by
+  // the merged ones, conditionally (two commands, +FLAGS then -FLAGS, would fail the second on
+  // the modseq the first one raised). A message the server reports MODIFIED changed concurrently
+  // and the next observation will see it (RFC 7162 §3.1.3).
+  // Messages with the same flags and bound share one UID STORE, and all the STOREs are
+  // pipelined (one round trip). Returns the UIDs the server reported MODIFIED.
+  struct FlagUpdate {
+    Uid uid = 0;
+    FlagSet flags;
+    ModSeq unchanged_since = 0;
+  };
+  asio::awaitable<Result<std::set<Uid>>> set_flags_many(const std::vector<FlagUpdate>& updates);
 
   // UID STORE +FLAGS.SILENT (\Deleted) then UID EXPUNGE of exactly `uids`.
   asio::awaitable<Status> expunge(const std::vector<Uid>& uids);
