@@ -324,7 +324,7 @@ void collect_summaries(const imap::Completion& done, Uid from, std::vector<Messa
   for (auto& response : done.untagged) {
     auto* f = std::get_if<imap::FetchData>(&response.data);
     // "n:*" always names the last message, even below n (RFC 9051 §6.4.8): filter.
-    if (f == nullptr || !f->uid || *f->uid < from) continue;
+    if (f == nullptr || !f->uid || !f->rfc822_size || *f->uid < from) continue;
     out.push_back({*f->uid, f->rfc822_size.value_or(0),
                    canonical(f->flags.value_or(std::vector<std::string>{})),
                    f->internaldate.value_or(""), f->modseq.value_or(0)});
@@ -354,15 +354,15 @@ asio::awaitable<Result<Replica::Settled>> Replica::settle(ModSeq modseq, Uid uid
   ids.insert(ids.end(), above->begin(), above->end());
   auto fetched = co_await client_->wait_all(std::move(ids));
   if (!fetched) co_return fetched.error();
+  // A server may run pipelined FETCHes at once and interleave their untagged responses (Dovecot
+  // does), and nothing in a FETCH response names its command: read all of them as one stream.
+  // Summaries are the responses that carry RFC822.SIZE; every FLAGS counts as a change (a
+  // message reported only by the second FETCH is either ours, or makes the check fail safe).
   Settled out;
-  for (std::size_t i = 0; i < fetched->size(); ++i) {
-    const auto& done = (*fetched)[i];
+  for (const auto& done : *fetched) {
     if (!done.ok()) co_return rejected(side_, "UID FETCH", done);
-    if (i < changed->size()) {
-      collect_changes(done, out.changes);
-    } else {
-      collect_summaries(done, uidnext, out.above);
-    }
+    collect_changes(done, out.changes);
+    collect_summaries(done, uidnext, out.above);
   }
   out.highestmodseq = highestmodseq();
   co_return out;

@@ -259,6 +259,26 @@ TEST(SyncInterrupted, KilledAfterEveryDurableStepThenResumed) {
 }
 
 // =============================================================================================
+// What the state records after a run with copies lets the next run skip every mailbox. Dovecot
+// runs pipelined FETCHes concurrently and interleaves their responses; a reader that attributes
+// untagged FETCHes to commands once recorded a stale UIDNEXT here, and every later run then
+// re-selected every mailbox. Both servers over TCP, where that was seen.
+
+TEST(SyncState, RunAfterACopyingRunSelectsNothing) {
+  PairOptions options;
+  options.sides[Side::local].tunnel = false;
+  SyncPair pair(options);
+  pair.create_mailbox(Side::remote, "Bulk", true);
+  pair.append(Side::remote, "INBOX", test_messages("bulk-inbox", 300));
+  pair.append(Side::remote, "Bulk", test_messages("bulk", 200));
+  pair.append(Side::local, "INBOX", test_messages("bulk-local", 50));
+  ASSERT_TRUE(synced(pair));
+  RunResult traced = pair.run({"--debug"});
+  ASSERT_TRUE(ran_ok(traced));
+  EXPECT_THAT(traced.err, ::testing::Not(HasSubstr(" SELECT "))) << traced.describe();
+}
+
+// =============================================================================================
 // --dry-run
 
 TEST(SyncDryRun, PrintsThePlanAndChangesNothing) {

@@ -68,6 +68,10 @@ TEST_F(SyncInitial, SecondRunChangesNothing) {
   RunResult second = pair().run();
   ASSERT_TRUE(ran_ok(second));
   EXPECT_TRUE(reports_no_changes(second));
+  // The first run recorded exactly what LIST-STATUS now reports: no mailbox is even selected.
+  RunResult traced = pair().run({"--debug"});
+  ASSERT_TRUE(ran_ok(traced));
+  EXPECT_THAT(traced.err, ::testing::Not(::testing::HasSubstr(" SELECT "))) << traced.describe();
   PerSide<Snapshot> after = pair().snapshots();
   EXPECT_TRUE(unchanged(before[Side::local], after[Side::local], "local"));
   EXPECT_TRUE(unchanged(before[Side::remote], after[Side::remote], "remote"));
