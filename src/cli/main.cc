@@ -1,4 +1,5 @@
 // twinbox: keep two IMAP servers in sync in both directions.
+#include <malloc.h>
 #include <signal.h>
 
 #include <chrono>
@@ -143,6 +144,11 @@ asio::awaitable<int> run_sync(asio::io_context& io, const config::Config& config
 
 int run(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
+  // Message bodies are large, short-lived buffers. glibc would give each one its own mmap and
+  // return it at free(), so every body costs fresh page faults (a quarter of the CPU time of an
+  // initial sync in a profile); keeping them on the heap reuses the pages instead.
+  ::mallopt(M_MMAP_THRESHOLD, 64 << 20);
+  ::mallopt(M_TRIM_THRESHOLD, 64 << 20);
   ParseOutcome parsed = parse_options(argc, argv);
   if (!parsed.options) return parsed.exit_code;
   const Options& options = *parsed.options;

@@ -105,15 +105,25 @@ bool Engine::ignored(const std::string& name) const {
   return rc >= 0;
 }
 
+asio::awaitable<Result<std::unique_ptr<Replica>>> Engine::open_replica(Side side) {
+  auto client = co_await net::Client::connect(endpoints_[side]);
+  if (!client) co_return client.error();
+  const auto& section = side == Side::local ? config_.local : config_.remote;
+  auto replica = std::make_unique<Replica>(side, std::move(*client), section.list_reference);
+  Status prepared = co_await replica->prepare();
+  if (!prepared) co_return prepared.error();
+  co_return replica;
+}
+
 asio::awaitable<Result<PerSide<std::unique_ptr<Replica>>>> Engine::open_lane() {
+  // Both servers at once: the handshakes' round trips overlap.
+  auto open_local = open_replica(Side::local);
+  auto open_remote = open_replica(Side::remote);
+  auto opened = co_await both(std::move(open_local), std::move(open_remote));
   PerSide<std::unique_ptr<Replica>> lane;
   for (Side side : kSides) {
-    auto client = co_await net::Client::connect(endpoints_[side]);
-    if (!client) co_return client.error();
-    const auto& section = side == Side::local ? config_.local : config_.remote;
-    lane[side] = std::make_unique<Replica>(side, std::move(*client), section.list_reference);
-    Status prepared = co_await lane[side]->prepare();
-    if (!prepared) co_return prepared.error();
+    if (!opened[side]) co_return opened[side].error();
+    lane[side] = std::move(*opened[side]);
   }
   co_return lane;
 }
@@ -373,11 +383,13 @@ asio::awaitable<Result<std::vector<std::string>>> Engine::reconcile_mailboxes() 
     patterns.clear();
     for (const auto& name : options_.mailboxes) patterns.push_back(from_command_line(name));
   }
+  auto list_local = replicas_[Side::local]->list(patterns, config_.list_select_opts);
+  auto list_remote = replicas_[Side::remote]->list(patterns, config_.list_select_opts);
+  auto listed = co_await both(std::move(list_local), std::move(list_remote));
   for (Side side : kSides) {
-    auto listed = co_await replicas_[side]->list(patterns, config_.list_select_opts);
-    if (!listed) co_return listed.error();
+    if (!listed[side]) co_return listed[side].error();
     listed_[side].clear();
-    for (auto& m : *listed) listed_[side][m.name] = std::move(m);
+    for (auto& m : *listed[side]) listed_[side][m.name] = std::move(m);
   }
   std::set<std::string> names;
   for (Side side : kSides) {

@@ -95,6 +95,7 @@ class Engine {
   // Internal name of a name given on the command line (local delimiter -> NUL).
   std::string from_command_line(std::string name) const;
   asio::awaitable<Status> connect();
+  asio::awaitable<Result<std::unique_ptr<Replica>>> open_replica(Side side);
   asio::awaitable<Result<PerSide<std::unique_ptr<Replica>>>> open_lane();
   Lane lane0() const;
   // Whether LIST-STATUS and the database say that the mailbox may have changed.

@@ -56,20 +56,23 @@ asio::awaitable<Status> Replica::prepare() {
     co_return Error(Errc::protocol, fmt::format("{}: the server does not offer UIDPLUS (RFC 4315)",
                                                 side_name(side_)));
   }
+  // ENABLE QRESYNC and LIST "" "" (the hierarchy delimiter, RFC 9051 §6.3.9) in one round trip:
+  // neither depends on the other's answer.
   const std::vector<std::string> qresync = {"QRESYNC"};
   auto enable = s.enable(qresync);
+  if (!enable) co_return enable.error();
+  const std::vector<std::string> empty_pattern = {""};
+  auto list = s.list("", empty_pattern);
+  if (!list) co_return list.error();
   auto enabled = co_await client_->expect_ok(std::move(enable), "ENABLE QRESYNC");
   if (!enabled) co_return enabled.error();
+  auto listed = co_await client_->expect_ok(std::move(list), "LIST \"\" \"\"");
+  if (!listed) co_return listed.error();
   if (!s.is_enabled("QRESYNC")) {
     co_return Error(Errc::protocol, fmt::format("{}: ENABLE QRESYNC was not confirmed by the "
                                                 "server (no * ENABLED QRESYNC)",
                                                 side_name(side_)));
   }
-  // The hierarchy delimiter: LIST "" "" (RFC 9051 §6.3.9).
-  const std::vector<std::string> empty_pattern = {""};
-  auto list = s.list("", empty_pattern);
-  auto listed = co_await client_->expect_ok(std::move(list), "LIST \"\" \"\"");
-  if (!listed) co_return listed.error();
   for (const auto& response : listed->untagged) {
     if (const auto* l = std::get_if<imap::ListData>(&response.data)) delimiter_ = l->delimiter;
   }

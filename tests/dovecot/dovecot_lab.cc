@@ -101,6 +101,7 @@ std::vector<std::string> start_args(const std::string& dir, const Options& o) {
   };
   add("--capability", o.capability);
   add("--max-line", o.max_line > 0 ? std::to_string(o.max_line) : "");
+  add("--port", o.port > 0 ? std::to_string(o.port) : "");
   add("--user", o.user);
   add("--password", o.password);
   add("--name", o.name);

@@ -34,6 +34,7 @@ struct Options {
   Tls tls = Tls::none;
   std::string capability;  // imap_capability override ("IMAP4rev1 CONDSTORE ..."); empty: default
   int max_line = 0;        // imap_max_line_length; 0: Dovecot's default (64 KiB)
+  int port = 0;            // IMAP port; 0: a free one (a restart on the same port: port())
   MailFormat mail_format = MailFormat::maildir;
   std::string user;      // empty: "twinbox"
   std::string password;  // empty: random

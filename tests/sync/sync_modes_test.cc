@@ -2,9 +2,11 @@
 // --target, --repair, the distrust checks, --watch under concurrent changes, several accounts in
 // one server with list-reference, and --dry-run. Two real Dovecot servers each; the oracle reads
 // them with doveadm.
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -416,6 +418,81 @@ TEST(SyncWatch, IdleDeliversNewInboxMailWithinSeconds) {
   stop = true;
   runner.join();
   EXPECT_TRUE(arrived) << "new INBOX mail did not arrive within 15 s of a --watch=600 run";
+  EXPECT_TRUE(ran_ok(watching));
+}
+
+// Kills the server processes that serve `lab`'s IMAP connections (their working directory is
+// in the lab's directory): to the client, every connection is cut at once.
+int cut_connections(const dovecot::DovecotLab& lab) {
+  int killed = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string pid = entry.path().filename();
+    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::error_code error;
+    const auto cwd = std::filesystem::read_symlink(entry.path() / "cwd", error).string();
+    std::ifstream cmdline(entry.path() / "cmdline");
+    const std::string command(std::istreambuf_iterator<char>(cmdline), {});
+    if (error || cwd.rfind(lab.dir() + "/", 0) != 0 || command.find("imap") == std::string::npos) {
+      continue;
+    }
+    if (::kill(std::stoi(pid), SIGKILL) == 0) ++killed;
+  }
+  return killed;
+}
+
+// The remote's connection is cut while twinbox watches: it reconnects with backoff and goes on
+// syncing, and still stops cleanly on SIGTERM.
+TEST(SyncWatch, ReconnectsAfterTheConnectionIsCut) {
+  SyncPair pair;
+  pair.append(Side::remote, "INBOX", test_messages("rc", 2));
+  ASSERT_TRUE(synced(pair));
+  std::atomic<bool> stop{false};
+  RunResult watching;
+  std::thread runner([&] {
+    watching = pair.run_killed_after(KillAt::when_set(stop, SIGTERM), {"--watch=2"}, 120s);
+  });
+  std::this_thread::sleep_for(2s);
+  const int killed = cut_connections(pair.lab(Side::remote));
+  pair.append(Side::remote, "INBOX", test_message("rc-new", 1));
+  bool arrived = false;
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (!arrived && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(500ms);
+    arrived = pair.snapshot(Side::local).at("INBOX").count(test_message_id("rc-new", 1)) == 1;
+  }
+  stop = true;
+  runner.join();
+  EXPECT_GT(killed, 0) << "no server process to kill: the test did not cut anything";
+  EXPECT_TRUE(arrived) << "no sync within 30 s of the cut\n" << watching.describe();
+  EXPECT_TRUE(ran_ok(watching));
+  EXPECT_THAT(watching.err, HasSubstr("reconnecting"));
+}
+
+// With --notify, one NOTIFY per server covers every mailbox: new mail in a mailbox other than
+// INBOX arrives within seconds too.
+TEST(SyncWatch, NotifyDeliversNewMailInAnyMailboxWithinSeconds) {
+  SyncPair pair;
+  pair.create_mailbox(Side::remote, "Lists", true);
+  pair.append(Side::remote, "Lists", test_messages("notify", 2));
+  ASSERT_TRUE(synced(pair));
+  std::atomic<bool> stop{false};
+  RunResult watching;
+  std::thread runner([&] {
+    watching =
+        pair.run_killed_after(KillAt::when_set(stop, SIGTERM), {"--notify", "--watch=600"}, 120s);
+  });
+  std::this_thread::sleep_for(2s);
+  pair.append(Side::local, "Lists", test_message("notify-new", 1));
+  bool arrived = false;
+  const auto deadline = std::chrono::steady_clock::now() + 15s;
+  while (!arrived && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(500ms);
+    arrived = pair.snapshot(Side::remote).at("Lists").count(test_message_id("notify-new", 1)) == 1;
+  }
+  stop = true;
+  runner.join();
+  EXPECT_TRUE(arrived) << "new mail in Lists did not arrive within 15 s of a --notify run\n"
+                       << watching.describe();
   EXPECT_TRUE(ran_ok(watching));
 }
 
