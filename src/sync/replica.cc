@@ -191,6 +191,24 @@ asio::awaitable<Status> Replica::subscribe(const std::string& internal, bool on)
   co_return ok_status();
 }
 
+asio::awaitable<Result<imap::Completion>> Replica::select(const std::string& internal,
+                                                          const std::string& name,
+                                                          const imap::cmd::SelectOptions& options) {
+  auto& s = client_->session();
+  auto submitted = s.select(name, options);
+  auto selected = co_await client_->wait(std::move(submitted));
+  if (!selected) co_return selected.error();
+  if (!selected->ok())
+    co_return rejected(side_, fmt::format("SELECT {}", printable(name)), *selected);
+  selected_ = internal;
+  const auto& state = s.mailbox();
+  if (!state || !state->uidvalidity || !state->uidnext) {
+    co_return Error(Errc::protocol, fmt::format("{}: SELECT {} gave no UIDVALIDITY or UIDNEXT",
+                                                side_name(side_), printable(name)));
+  }
+  co_return std::move(*selected);
+}
+
 asio::awaitable<Result<SideObservation>> Replica::observe(const std::string& internal,
                                                           const store::SideState& recorded) {
   auto name = server_name(internal);
@@ -201,17 +219,9 @@ asio::awaitable<Result<SideObservation>> Replica::observe(const std::string& int
     options.qresync =
         imap::cmd::QresyncParams{*recorded.uidvalidity, *recorded.highestmodseq, {}, std::nullopt};
   }
-  auto select = s.select(*name, options);
-  auto selected = co_await client_->wait(std::move(select));
+  auto selected = co_await select(internal, *name, options);
   if (!selected) co_return selected.error();
-  if (!selected->ok())
-    co_return rejected(side_, fmt::format("SELECT {}", printable(*name)), *selected);
-  selected_ = internal;
   const auto& state = s.mailbox();
-  if (!state || !state->uidvalidity || !state->uidnext) {
-    co_return Error(Errc::protocol, fmt::format("{}: SELECT {} gave no UIDVALIDITY or UIDNEXT",
-                                                side_name(side_), printable(*name)));
-  }
   if (state->nomodseq) {
     co_return Error(Errc::protocol, fmt::format("{}: mailbox {} has no persistent mod-sequences "
                                                 "(NOMODSEQ); twinbox cannot sync it",
@@ -573,17 +583,10 @@ asio::awaitable<Result<Replica::FullObservation>> Replica::observe_all(
   auto name = server_name(internal);
   if (!name) co_return name.error();
   auto& s = client_->session();
-  auto select = s.select(*name);
-  auto selected = co_await client_->wait(std::move(select));
+  const imap::cmd::SelectOptions plain;
+  auto selected = co_await select(internal, *name, plain);
   if (!selected) co_return selected.error();
-  if (!selected->ok())
-    co_return rejected(side_, fmt::format("SELECT {}", printable(*name)), *selected);
-  selected_ = internal;
   const auto& state = s.mailbox();
-  if (!state || !state->uidvalidity || !state->uidnext) {
-    co_return Error(Errc::protocol, fmt::format("{}: SELECT {} gave no UIDVALIDITY or UIDNEXT",
-                                                side_name(side_), printable(*name)));
-  }
   FullObservation out;
   out.state.uidvalidity = *state->uidvalidity;
   out.state.uidnext = *state->uidnext;
@@ -619,10 +622,9 @@ asio::awaitable<Result<bool>> Replica::start_idle(const std::string& internal) {
   auto name = server_name(internal);
   if (!name) co_return name.error();
   if (selected_ != internal) {
-    auto select = s.select(*name);
-    auto selected = co_await client_->expect_ok(std::move(select), "SELECT " + printable(*name));
+    const imap::cmd::SelectOptions plain;
+    auto selected = co_await select(internal, *name, plain);
     if (!selected) co_return selected.error();
-    selected_ = internal;
   }
   auto idle = s.idle();
   if (!idle) co_return idle.error();

@@ -164,6 +164,11 @@ class Replica {
 
  private:
   Result<std::string> internal_name(const std::string& wire, std::optional<char> delimiter) const;
+  // SELECT `name` (the server's name of `internal`); fails unless it answered OK with
+  // UIDVALIDITY and UIDNEXT.
+  asio::awaitable<Result<imap::Completion>> select(const std::string& internal,
+                                                   const std::string& name,
+                                                   const imap::cmd::SelectOptions& options);
   bool utf8() const;
 
   Side side_;

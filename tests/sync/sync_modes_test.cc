@@ -33,6 +33,42 @@ std::size_t count_in(const Snapshot& s, std::string_view mailbox) {
   return box == nullptr ? 0 : box->messages.size();
 }
 
+// twinbox --watch in a background thread; stop() sends SIGTERM and returns the run.
+class Watching {
+ public:
+  Watching(const SyncPair& pair, std::vector<std::string> args,
+           std::chrono::milliseconds timeout = 120s)
+      : thread_([this, &pair, args = std::move(args), timeout] {
+          result_ = pair.run_killed_after(KillAt::when_set(stop_, SIGTERM), args, timeout);
+        }) {}
+  ~Watching() {
+    if (thread_.joinable()) stop();
+  }
+  Watching(const Watching&) = delete;
+  Watching& operator=(const Watching&) = delete;
+  const RunResult& stop() {
+    stop_ = true;
+    thread_.join();
+    return result_;
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  RunResult result_;
+  std::thread thread_;
+};
+
+// Whether message `id` shows up in `mailbox` on `side` within `limit` (polled with doveadm).
+bool arrives_within(const SyncPair& pair, Side side, const std::string& mailbox,
+                    const std::string& id, std::chrono::milliseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(500ms);
+    if (pair.snapshot(side).at(mailbox).count(id) == 1) return true;
+  }
+  return false;
+}
+
 // =============================================================================================
 // --delete, --rename, --target
 
@@ -333,11 +369,7 @@ TEST(SyncWatch, ConvergesUnderConcurrentChangesAndStopsCleanlyOnSigterm) {
   pair.append(Side::remote, "Work", test_messages("w-work", 6));
   ASSERT_TRUE(synced(pair));
 
-  std::atomic<bool> stop{false};
-  RunResult watching;
-  std::thread runner([&] {
-    watching = pair.run_killed_after(KillAt::when_set(stop, SIGTERM), {"--watch=2"}, 240s);
-  });
+  Watching watching(pair, {"--watch=2"}, 240s);
   struct Live {
     std::string mailbox, id;
   };
@@ -347,35 +379,29 @@ TEST(SyncWatch, ConvergesUnderConcurrentChangesAndStopsCleanlyOnSigterm) {
   std::mt19937 rng(20261128);
   int appended = 0;
   const std::vector<std::string> flags = {"\\Seen", "\\Flagged", "$Todo", "\\Answered"};
-  try {
-    for (int round = 0; round < 24; ++round) {
-      const Side side = rng() % 2 ? Side::local : Side::remote;
-      const int action = static_cast<int>(rng() % 10);
-      if (action < 3) {
-        const std::string box = rng() % 2 ? "INBOX" : "Work";
-        pair.append(side, box, test_message("w-new", ++appended));
-        live.push_back({box, test_message_id("w-new", appended)});
-      } else if (action < 8 && !live.empty()) {
-        const Live& target = live[rng() % live.size()];
-        const std::string& flag = flags[rng() % flags.size()];
-        if (rng() % 3 == 0) {
-          pair.remove_flags(side, target.mailbox, flag, Search::message_id(target.id));
-        } else {
-          pair.add_flags(side, target.mailbox, flag, Search::message_id(target.id));
-        }
-      } else if (action < 9 && live.size() > 4) {
-        const std::size_t i = rng() % live.size();
-        pair.expunge(side, live[i].mailbox, Search::message_id(live[i].id));
-        live.erase(live.begin() + static_cast<std::ptrdiff_t>(i));
-      } else if (round == 20 || action == 9) {
-        if (!pair.snapshot(side).mailbox("Later")) pair.create_mailbox(side, "Later", true);
+  for (int round = 0; round < 24; ++round) {
+    const Side side = rng() % 2 ? Side::local : Side::remote;
+    const int action = static_cast<int>(rng() % 10);
+    if (action < 3) {
+      const std::string box = rng() % 2 ? "INBOX" : "Work";
+      pair.append(side, box, test_message("w-new", ++appended));
+      live.push_back({box, test_message_id("w-new", appended)});
+    } else if (action < 8 && !live.empty()) {
+      const Live& target = live[rng() % live.size()];
+      const std::string& flag = flags[rng() % flags.size()];
+      if (rng() % 3 == 0) {
+        pair.remove_flags(side, target.mailbox, flag, Search::message_id(target.id));
+      } else {
+        pair.add_flags(side, target.mailbox, flag, Search::message_id(target.id));
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(150 + rng() % 300));
+    } else if (action < 9 && live.size() > 4) {
+      const std::size_t i = rng() % live.size();
+      pair.expunge(side, live[i].mailbox, Search::message_id(live[i].id));
+      live.erase(live.begin() + static_cast<std::ptrdiff_t>(i));
+    } else if (round == 20 || action == 9) {
+      if (!pair.snapshot(side).mailbox("Later")) pair.create_mailbox(side, "Later", true);
     }
-  } catch (...) {
-    stop = true;
-    runner.join();
-    throw;
+    std::this_thread::sleep_for(std::chrono::milliseconds(150 + rng() % 300));
   }
   // Converged without a restart, within a bounded time.
   testing::AssertionResult converged = testing::AssertionFailure() << "never checked";
@@ -386,11 +412,10 @@ TEST(SyncWatch, ConvergesUnderConcurrentChangesAndStopsCleanlyOnSigterm) {
     if (converged) break;
   }
   std::this_thread::sleep_for(1s);
-  stop = true;
-  runner.join();
+  const RunResult& run = watching.stop();
   EXPECT_TRUE(converged);
-  EXPECT_TRUE(ran_ok(watching));
-  EXPECT_THAT(watching.err, HasSubstr("stopping as asked"));
+  EXPECT_TRUE(ran_ok(run));
+  EXPECT_THAT(run.err, HasSubstr("stopping as asked"));
   for (Side side : kSides) EXPECT_TRUE(pair.expect_no_duplicates(side));
   RunResult after = pair.run();
   EXPECT_TRUE(ran_ok(after));
@@ -402,23 +427,14 @@ TEST(SyncWatch, IdleDeliversNewInboxMailWithinSeconds) {
   SyncPair pair;
   pair.append(Side::remote, "INBOX", test_messages("idle", 2));
   ASSERT_TRUE(synced(pair));
-  std::atomic<bool> stop{false};
-  RunResult watching;
-  std::thread runner([&] {
-    watching = pair.run_killed_after(KillAt::when_set(stop, SIGTERM), {"--watch=600"}, 120s);
-  });
+  Watching watching(pair, {"--watch=600"});
   std::this_thread::sleep_for(2s);  // the first cycle is done and IDLE started
   pair.append(Side::remote, "INBOX", test_message("idle-new", 1));
-  bool arrived = false;
-  const auto deadline = std::chrono::steady_clock::now() + 15s;
-  while (!arrived && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(500ms);
-    arrived = pair.snapshot(Side::local).at("INBOX").count(test_message_id("idle-new", 1)) == 1;
-  }
-  stop = true;
-  runner.join();
+  const bool arrived =
+      arrives_within(pair, Side::local, "INBOX", test_message_id("idle-new", 1), 15s);
+  const RunResult& run = watching.stop();
   EXPECT_TRUE(arrived) << "new INBOX mail did not arrive within 15 s of a --watch=600 run";
-  EXPECT_TRUE(ran_ok(watching));
+  EXPECT_TRUE(ran_ok(run));
 }
 
 // Kills the server processes that serve `lab`'s IMAP connections (their working directory is
@@ -446,26 +462,17 @@ TEST(SyncWatch, ReconnectsAfterTheConnectionIsCut) {
   SyncPair pair;
   pair.append(Side::remote, "INBOX", test_messages("rc", 2));
   ASSERT_TRUE(synced(pair));
-  std::atomic<bool> stop{false};
-  RunResult watching;
-  std::thread runner([&] {
-    watching = pair.run_killed_after(KillAt::when_set(stop, SIGTERM), {"--watch=2"}, 120s);
-  });
+  Watching watching(pair, {"--watch=2"});
   std::this_thread::sleep_for(2s);
   const int killed = cut_connections(pair.lab(Side::remote));
   pair.append(Side::remote, "INBOX", test_message("rc-new", 1));
-  bool arrived = false;
-  const auto deadline = std::chrono::steady_clock::now() + 30s;
-  while (!arrived && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(500ms);
-    arrived = pair.snapshot(Side::local).at("INBOX").count(test_message_id("rc-new", 1)) == 1;
-  }
-  stop = true;
-  runner.join();
+  const bool arrived =
+      arrives_within(pair, Side::local, "INBOX", test_message_id("rc-new", 1), 30s);
+  const RunResult& run = watching.stop();
   EXPECT_GT(killed, 0) << "no server process to kill: the test did not cut anything";
-  EXPECT_TRUE(arrived) << "no sync within 30 s of the cut\n" << watching.describe();
-  EXPECT_TRUE(ran_ok(watching));
-  EXPECT_THAT(watching.err, HasSubstr("reconnecting"));
+  EXPECT_TRUE(arrived) << "no sync within 30 s of the cut\n" << run.describe();
+  EXPECT_TRUE(ran_ok(run));
+  EXPECT_THAT(run.err, HasSubstr("reconnecting"));
 }
 
 // With --notify, one NOTIFY per server covers every mailbox: new mail in a mailbox other than
@@ -475,25 +482,15 @@ TEST(SyncWatch, NotifyDeliversNewMailInAnyMailboxWithinSeconds) {
   pair.create_mailbox(Side::remote, "Lists", true);
   pair.append(Side::remote, "Lists", test_messages("notify", 2));
   ASSERT_TRUE(synced(pair));
-  std::atomic<bool> stop{false};
-  RunResult watching;
-  std::thread runner([&] {
-    watching =
-        pair.run_killed_after(KillAt::when_set(stop, SIGTERM), {"--notify", "--watch=600"}, 120s);
-  });
+  Watching watching(pair, {"--notify", "--watch=600"});
   std::this_thread::sleep_for(2s);
   pair.append(Side::local, "Lists", test_message("notify-new", 1));
-  bool arrived = false;
-  const auto deadline = std::chrono::steady_clock::now() + 15s;
-  while (!arrived && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(500ms);
-    arrived = pair.snapshot(Side::remote).at("Lists").count(test_message_id("notify-new", 1)) == 1;
-  }
-  stop = true;
-  runner.join();
+  const bool arrived =
+      arrives_within(pair, Side::remote, "Lists", test_message_id("notify-new", 1), 15s);
+  const RunResult& run = watching.stop();
   EXPECT_TRUE(arrived) << "new mail in Lists did not arrive within 15 s of a --notify run\n"
-                       << watching.describe();
-  EXPECT_TRUE(ran_ok(watching));
+                       << run.describe();
+  EXPECT_TRUE(ran_ok(run));
 }
 
 // =============================================================================================
