@@ -11,6 +11,10 @@ delay proxy in front of the remote) and each tool, three scenarios are timed:
   changes   a run after changes on both sides (1 % flag changes, new messages, expunges, a new
             mailbox), the same changes for both tools.
 
+A third "tool", the servers' floor (bench/floor.cc), does only the IMAP work of the initial sync,
+fully pipelined on the same number of connections, with no state: twinbox's distance to it is
+what a client could still win.
+
 Measured per run: wall time, CPU time (user + system of the tool's process, from wait4), peak
 RSS, and bytes each way on the remote connection (counted by the proxy both tools go through).
 Printed as a table with the ratios twinbox / InterIMAP, and written to OUT/results.json,
@@ -453,7 +457,9 @@ def run_tool(tool, binary, work, template, names, size, messages, rtt_ms, seed, 
         if tool == "interimap":
             argv.insert(1, "--quiet")
         log_path = os.path.join(out_dir, f"{tag}.log")
-        for scenario in ("initial", "noop", "changes"):
+        # The floor only does an initial sync's IMAP work: no state, so no resync to time.
+        scenarios = ("initial",) if tool == "floor" else ("initial", "noop", "changes")
+        for scenario in scenarios:
             if scenario == "changes":
                 apply_changes(local, remote, names, seed, messages)
             wall, cpu, rss, up, down, status = run_measured(argv, log_path, proxy, work)
@@ -466,7 +472,7 @@ def run_tool(tool, binary, work, template, names, size, messages, rtt_ms, seed, 
                 log(f"{tag}: {scenario} failed (status {status}); see {log_path}")
                 break
         # Independent check: the two servers hold the same number of messages per mailbox.
-        results_ok = converged(local, remote)
+        results_ok = tool == "floor" or converged(local, remote)
         if not results_ok:
             log(f"{tag}: WARNING: the servers did not converge")
             for m in results:
@@ -499,17 +505,19 @@ def ratio(a, b):
 def report(results, out_dir, machine):
     lines = [f"Benchmark run {time.strftime('%Y-%m-%d %H:%M %Z')} on {machine}", "",
              "| corpus | RTT | scenario | tool | wall s | CPU s | peak RSS MiB | bytes up | "
-             "bytes down | wall ratio | CPU ratio |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "bytes down | wall ratio | CPU ratio | wall / floor |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     keyed = {(m.size, m.rtt_ms, m.scenario, m.tool): m for m in results}
     for m in results:
         ref = keyed.get((m.size, m.rtt_ms, m.scenario, "interimap"))
+        floor = keyed.get((m.size, m.rtt_ms, m.scenario, "floor"))
         wall_ratio = ratio(m.wall_s, ref.wall_s) if ref and m.tool == "twinbox" else ""
         cpu_ratio = ratio(m.cpu_s, ref.cpu_s) if ref and m.tool == "twinbox" else ""
+        over_floor = ratio(m.wall_s, floor.wall_s) if floor and m.tool != "floor" else ""
         failed = "" if m.status == 0 else f" (FAILED {m.status})"
         lines.append(f"| {m.size} ({m.messages}) | {m.rtt_ms} ms | {m.scenario} | {m.tool}{failed} "
                      f"| {m.wall_s:.2f} | {m.cpu_s:.2f} | {m.peak_rss_kib / 1024:.1f} | "
-                     f"{m.bytes_up} | {m.bytes_down} | {wall_ratio} | {cpu_ratio} |")
+                     f"{m.bytes_up} | {m.bytes_down} | {wall_ratio} | {cpu_ratio} | {over_floor} |")
     text = "\n".join(lines) + "\n"
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write(text)
@@ -525,7 +533,7 @@ def plot(results, out_dir):
     data = os.path.join(out_dir, "wall.dat")
     series = {}
     for m in results:
-        if m.scenario == "initial" and m.status == 0:
+        if m.scenario == "initial" and m.status == 0 and m.tool != "floor":
             series.setdefault((m.tool, m.rtt_ms), []).append((m.messages, m.wall_s))
     if not series:
         return
@@ -551,10 +559,13 @@ def main():
                    help="comma-separated corpus sizes: " + ", ".join(
                        f"{k} ({v[0]} mailboxes, {v[1]} messages)" for k, v in SIZES.items()))
     p.add_argument("--rtt", default="0,20", help="round-trip times in ms (default 0,20)")
-    p.add_argument("--tools", default="interimap,twinbox")
+    p.add_argument("--tools", default="interimap,twinbox,floor",
+                   help="interimap, twinbox, and floor (the servers' floor: bench/floor.cc)")
     p.add_argument("--twinbox", default=os.path.join(ROOT, "build", "release", "src", "cli",
                                                       "twinbox"))
     p.add_argument("--interimap", default=shutil.which("interimap") or "/usr/bin/interimap")
+    p.add_argument("--floor", default=os.path.join(ROOT, "build", "release", "bench",
+                                                    "twinbox_floor"))
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", default=os.path.join(ROOT, "build", "bench"))
     p.add_argument("--keep", action="store_true", help="keep the servers' directories")
@@ -574,7 +585,8 @@ def main():
             template.stop()
             for rtt in (int(x) for x in args.rtt.split(",")):
                 for tool in args.tools.split(","):
-                    binary = args.twinbox if tool == "twinbox" else args.interimap
+                    binary = {"twinbox": args.twinbox, "interimap": args.interimap,
+                              "floor": args.floor}[tool]
                     results += run_tool(tool, binary, work, template, names, size, messages,
                                         rtt, args.seed, args.out)
     finally:

@@ -4,6 +4,12 @@
 
 namespace twinbox::cli {
 
+bool on_this_machine(const config::EndpointConfig& side) {
+  if (side.type == config::EndpointType::tunnel) return true;
+  const std::string& host = side.host;
+  return host == "localhost" || host == "::1" || host == "[::1]" || host.rfind("127.", 0) == 0;
+}
+
 Result<net::Endpoint> make_endpoint(const config::EndpointConfig& side, bool debug) {
   net::Endpoint e;
   e.name = side.name;
@@ -27,7 +33,7 @@ Result<net::Endpoint> make_endpoint(const config::EndpointConfig& side, bool deb
   e.port = side.port;
   e.command = side.command;
   e.starttls = side.starttls;
-  e.compress = side.compress;
+  e.compress = side.compress && (side.lines.count("compress") > 0 || !on_this_machine(side));
   e.null_stderr = side.null_stderr && !debug;
   e.auth = side.auth;
   e.username = side.username;
