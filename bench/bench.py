@@ -533,7 +533,7 @@ def plot(results, out_dir):
     data = os.path.join(out_dir, "wall.dat")
     series = {}
     for m in results:
-        if m.scenario == "initial" and m.status == 0 and m.tool != "floor":
+        if m.scenario == "initial" and m.status == 0:
             series.setdefault((m.tool, m.rtt_ms), []).append((m.messages, m.wall_s))
     if not series:
         return
