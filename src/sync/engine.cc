@@ -49,13 +49,6 @@ std::string sha256_hex(std::string_view bytes) {
   return hex;
 }
 
-// The internal name with '/' for the delimiter, for log lines.
-std::string shown(const std::string& internal) {
-  std::string out = internal;
-  std::replace(out.begin(), out.end(), '\0', '/');
-  return out;
-}
-
 // Awaits one operation per side concurrently (each side has its own connection).
 template <class T>
 asio::awaitable<PerSide<T>> both(asio::awaitable<T> local, asio::awaitable<T> remote) {
@@ -71,6 +64,12 @@ bool fatal_for_run(const Error& e) {
 }
 
 }  // namespace
+
+std::string shown(const std::string& internal) {
+  std::string out = internal;
+  std::replace(out.begin(), out.end(), '\0', '/');
+  return out;
+}
 
 std::string mailbox_label(Side side, const std::string& internal_name) {
   return fmt::format("{}({})", side_name(side), shown(internal_name));
@@ -845,10 +844,9 @@ asio::awaitable<Status> Engine::recover_intents(const Lane& lane, store::Mailbox
           continue;
         }
         if (!hashes.count(c.uid)) {
-          const std::vector<Uid> one = {c.uid};
-          auto bodies = co_await lane[target]->fetch_bodies(one);
-          if (!bodies) co_return bodies.error();
-          hashes[c.uid] = bodies->empty() ? std::string() : sha256_hex((*bodies)[0].body);
+          auto hash = co_await body_hash(lane, target, c.uid);
+          if (!hash) co_return hash.error();
+          hashes[c.uid] = std::move(*hash);
         }
         if (hashes[c.uid] == intent.body_hash.value_or("")) {
           found = c.uid;

@@ -137,6 +137,8 @@ class Engine {
   std::unique_ptr<pcre2_code, decltype(&pcre2_code_free)> ignore_{nullptr, pcre2_code_free};
 };
 
+// The internal name with '/' for the delimiter, for messages.
+std::string shown(const std::string& internal);
 // "local(INBOX)": names one side of one mailbox in error messages.
 std::string mailbox_label(Side side, const std::string& internal_name);
 // The prefix of log lines about one side of one mailbox: the config's log-prefix expanded

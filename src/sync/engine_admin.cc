@@ -2,8 +2,6 @@
 // side", since IMAP cannot tell a deletion from a rename. Same rules as InterIMAP (§6.9 of
 // ../shared/reference/interimap.md): --target restricts the sides, INBOX cannot be deleted, a
 // name that exists nowhere is a no-op, and a rename never overwrites an existing mailbox.
-#include <algorithm>
-
 #include <fmt/format.h>
 
 #include "base/log.h"
@@ -11,16 +9,6 @@
 #include "sync/engine.h"
 
 namespace twinbox::sync {
-
-namespace {
-
-std::string shown_name(const std::string& internal) {
-  std::string out = internal;
-  std::replace(out.begin(), out.end(), '\0', '/');
-  return out;
-}
-
-}  // namespace
 
 asio::awaitable<Status> Engine::delete_mailboxes(const std::vector<std::string>& names,
                                                  Targets targets) {
@@ -65,7 +53,7 @@ asio::awaitable<Status> Engine::delete_mailboxes(const std::vector<std::string>&
       }
       Status removed = db_.delete_mailbox((*record)->id);
       if (!removed) co_return removed;
-      log_info("database: removed mailbox {}", shown_name(name));
+      log_info("database: removed mailbox {}", shown(name));
     }
   }
   for (Side side : kSides) co_await replicas_[side]->client().logout();
@@ -92,7 +80,7 @@ asio::awaitable<Status> Engine::rename_mailbox(const std::string& from_name,
         co_return Error(Errc::usage,
                         fmt::format("{}: mailbox '{}' exists. Run 'twinbox --target={} --delete "
                                     "{}' to delete it first",
-                                    side_name(side), shown_name(to), side_name(side), to_name));
+                                    side_name(side), shown(to), side_name(side), to_name));
       }
       // A \NonExistent parent with children is renamed too (its inferiors move with it).
       if (m.name == from || m.name.rfind(from + std::string(1, '\0'), 0) == 0) {
@@ -108,21 +96,21 @@ asio::awaitable<Status> Engine::rename_mailbox(const std::string& from_name,
       co_return Error(Errc::usage,
                       fmt::format("database: mailbox '{}' exists. Run 'twinbox --target=database "
                                   "--delete {}' to delete it first",
-                                  shown_name(to), to_name));
+                                  shown(to), to_name));
     }
   }
   for (Side side : kSides) {
     if (!targets.side(side) || !has_source[side]) continue;
     Status renamed = co_await replicas_[side]->rename(from, to);
     if (!renamed) co_return renamed;
-    log_info("{}renamed mailbox to {}", log_prefix(side, from), shown_name(to));
+    log_info("{}renamed mailbox to {}", log_prefix(side, from), shown(to));
   }
   if (targets.database) {
     auto renamed = db_.rename_mailbox(from, to);
     if (!renamed) co_return renamed.error();
     if (*renamed > 0) {
-      log_info("database: renamed mailbox {} to {} ({} mailbox(es) with inferiors)",
-               shown_name(from), shown_name(to), *renamed);
+      log_info("database: renamed mailbox {} to {} ({} mailbox(es) with inferiors)", shown(from),
+               shown(to), *renamed);
     }
   }
   for (Side side : kSides) co_await replicas_[side]->client().logout();
