@@ -55,6 +55,18 @@ TEST(Options, UsageErrorsExitWith2) {
   EXPECT_EQ(parse({"--repair", "--delete", "a"}).exit_code, kExitUsage);
   EXPECT_EQ(parse({"--watch", "--repair"}).exit_code, kExitUsage);
   EXPECT_EQ(parse({"--no-such-option"}).exit_code, kExitUsage);
+  EXPECT_EQ(parse({"--jobs=0"}).exit_code, kExitUsage);
+  EXPECT_EQ(parse({"--jobs=17"}).exit_code, kExitUsage);
+  EXPECT_EQ(parse({"-j", "four"}).exit_code, kExitUsage);
+}
+
+TEST(Options, JobsDefaultsTo4AndTakesAValue) {
+  auto d = parse({});
+  ASSERT_TRUE(d.options);
+  EXPECT_EQ(d.options->jobs, 4);
+  auto one = parse({"-j", "1"});
+  ASSERT_TRUE(one.options);
+  EXPECT_EQ(one.options->jobs, 1);
 }
 
 TEST(Options, DebugIsACounter) {
