@@ -47,6 +47,10 @@ SIZES = {
     "medium": (50, 20000),
     "large": (100, 100000),
 }
+# Corpora with one message of this many bytes in INBOX on top of the usual mix: peak memory
+# must not grow with message size.
+GIANT = {"giant": 50 << 20}
+SIZES["giant"] = (4, 200)
 
 
 def log(*args):
@@ -213,7 +217,7 @@ def maildir_folder(root, name):
     return os.path.join(root, "." + mutf7(name).replace("/", "."))
 
 
-def write_corpus(lab, mailboxes, messages, seed):
+def write_corpus(lab, mailboxes, messages, seed, giant=0):
     """Fills lab's Maildir, then lets Dovecot index it, expunges ~3 % (UID gaps), subscribes."""
     rng = random.Random(seed)
     names = mailbox_names(mailboxes, rng)
@@ -235,7 +239,8 @@ def write_corpus(lab, mailboxes, messages, seed):
         if name != "INBOX":
             open(os.path.join(folder, "maildirfolder"), "w").close()
         for n in per_box[name]:
-            data = render_message(rng, n, name, message_size(rng))
+            size = giant if giant and name == "INBOX" and n == per_box[name][0] else None
+            data = render_message(rng, n, name, size or message_size(rng))
             flags = random_flags(rng)
             letters = "".join(sorted(FLAG_LETTERS[f] for f in flags if f in FLAG_LETTERS))
             letters += "".join(chr(ord("a") + KEYWORDS.index(f)) for f in flags if f in KEYWORDS)
@@ -533,7 +538,7 @@ def plot(results, out_dir):
     data = os.path.join(out_dir, "wall.dat")
     series = {}
     for m in results:
-        if m.scenario == "initial" and m.status == 0:
+        if m.scenario == "initial" and m.status == 0 and m.size not in GIANT:
             series.setdefault((m.tool, m.rtt_ms), []).append((m.messages, m.wall_s))
     if not series:
         return
@@ -581,7 +586,7 @@ def main():
             mailboxes, messages = SIZES[size]
             log(f"corpus {size}: {mailboxes} mailboxes, {messages} messages (seed {args.seed})")
             template = Lab(os.path.join(work, f"template-{size}")).start()
-            names = write_corpus(template, mailboxes, messages, args.seed)
+            names = write_corpus(template, mailboxes, messages, args.seed, GIANT.get(size, 0))
             template.stop()
             for rtt in (int(x) for x in args.rtt.split(",")):
                 for tool in args.tools.split(","):

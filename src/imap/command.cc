@@ -96,6 +96,8 @@ void render(std::string& out, const Chunk& chunk) {
   if (chunk.secret) {
     out += "<redacted>";
     if (ends_with_crlf(chunk.bytes)) out += "\\r\\n";
+  } else if (chunk.external > 0) {
+    out += fmt::format("{{{} bytes, streamed}}", chunk.external);
   } else if (chunk.literal && chunk.bytes.size() > kTraceLiteralMax) {
     out += fmt::format("{{{} bytes}}", chunk.bytes.size());
   } else {
@@ -397,6 +399,20 @@ CommandBuilder& CommandBuilder::literal8(std::string bytes) {
   return *this;
 }
 
+CommandBuilder& CommandBuilder::external_literal(std::uint64_t size) {
+  if (size == 0) {
+    fail(Errc::usage, "a streamed literal cannot be empty", {});
+    return *this;
+  }
+  separate();
+  const bool plus = non_synchronizing(options_.literals, size);
+  fmt::format_to(std::back_inserter(text()), "{{{}{}}}\r\n", size, plus ? "+" : "");
+  Chunk body{std::string(), !plus, false, true};
+  body.external = size;
+  command_.chunks.push_back(std::move(body));
+  return *this;
+}
+
 CommandBuilder& CommandBuilder::begin_list() {
   separate();
   text() += '(';
@@ -664,7 +680,11 @@ Result<Command> append(std::string_view mailbox, std::vector<AppendMessage> mess
       if (!is_date_time(m.internal_date)) return usage("invalid APPEND date-time", m.internal_date);
       b.string(m.internal_date);
     }
-    if (std::memchr(m.content.data(), '\0', m.content.size()) != nullptr) {
+    if (m.streamed_size > 0) {
+      // Its bytes are not known yet; the shell refuses a NUL byte while streaming.
+      if (!m.content.empty()) return usage("a streamed APPEND message carries content");
+      b.external_literal(m.streamed_size);
+    } else if (std::memchr(m.content.data(), '\0', m.content.size()) != nullptr) {
       // RFC 3516 §4.4: binary content needs literal8, which needs BINARY.
       if (!options.binary) return usage("message contains NUL bytes and the server lacks BINARY");
       b.literal8(std::move(m.content));

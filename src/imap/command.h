@@ -33,6 +33,9 @@ struct Chunk {
   bool wait_continuation = false;  // write only after a "+" for this command
   bool secret = false;             // redacted in traces
   bool literal = false;            // a literal's body (summarized in traces when long)
+  // A streamed literal: `bytes` is empty and the shell writes exactly this many octets from a
+  // source it was given (a message body read piecewise from the other server).
+  std::uint64_t external = 0;
 
   // Printable, redacted rendering for --debug output (CR/LF shown as \r\n, controls and 8-bit
   // bytes as \xNN; a trailing CRLF dropped).
@@ -154,6 +157,8 @@ class CommandBuilder {
   // {n}/{n+} literal (the body must not contain NUL) and ~{n}/~{n+} literal8 (binary).
   CommandBuilder& literal(std::string bytes, bool secret = false);
   CommandBuilder& literal8(std::string bytes);
+  // The announcement of a literal of `size` octets whose body the shell streams (Chunk::external).
+  CommandBuilder& external_literal(std::uint64_t size);
   CommandBuilder& begin_list();
   CommandBuilder& end_list();
 
@@ -278,6 +283,9 @@ struct AppendMessage {
   std::vector<std::string> flags;  // empty: no flag list
   std::string internal_date;       // "17-Jul-1996 02:44:25 -0700"; empty: omitted
   std::string content;             // moved into the command
+  // Non-zero: `content` is empty and the body, of exactly this many octets without NUL, is
+  // streamed by the shell (Chunk::external) instead of being held in memory.
+  std::uint64_t streamed_size = 0;
 };
 
 // APPEND mailbox (flags) "date" {n}... ; several messages make a MULTIAPPEND (RFC 3502), which

@@ -116,6 +116,34 @@ TEST(Command, AppendMovesTheBody) {
   EXPECT_TRUE(c.chunks[1].literal);
 }
 
+// A streamed body: the command carries only the announcement and an external chunk of the
+// announced size, which the shell fills from its source.
+TEST(Command, AppendOfAStreamedBody) {
+  const auto make = [](LiteralMode mode) {
+    std::vector<cmd::AppendMessage> messages(1);
+    messages[0].flags = {"\\Seen"};
+    messages[0].streamed_size = 5u << 20;
+    return tagged(cmd::append("INBOX", std::move(messages), with(mode)));
+  };
+  for (LiteralMode mode : {LiteralMode::synchronizing, LiteralMode::plus, LiteralMode::minus}) {
+    Command c = make(mode);
+    ASSERT_EQ(c.chunks.size(), 3u);
+    const bool plus = mode == LiteralMode::plus;
+    EXPECT_EQ(c.chunks[0].bytes, plus ? "A1 APPEND INBOX (\\Seen) {5242880+}\r\n"
+                                      : "A1 APPEND INBOX (\\Seen) {5242880}\r\n");
+    EXPECT_EQ(c.chunks[1].external, 5u << 20);
+    EXPECT_TRUE(c.chunks[1].bytes.empty());
+    EXPECT_EQ(c.chunks[1].wait_continuation, !plus);
+    EXPECT_EQ(c.chunks[2].bytes, "\r\n");
+    EXPECT_EQ(c.trace(), std::string("A1 APPEND INBOX (\\Seen) {5242880") + (plus ? "+" : "") +
+                             "}\\r\\n{5242880 bytes, streamed}");
+  }
+  std::vector<cmd::AppendMessage> both(1);
+  both[0].content = "x";
+  both[0].streamed_size = 1;
+  EXPECT_FALSE(cmd::append("INBOX", std::move(both), {}));
+}
+
 // MULTIAPPEND (RFC 3502) of three messages: one command, one literal per message.
 TEST(Command, MultiappendOfThreeMessages) {
   std::vector<cmd::AppendMessage> messages(3);

@@ -1,6 +1,7 @@
 #include "net/client.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include <fmt/format.h>
 #include <asio/this_coro.hpp>
@@ -285,6 +286,14 @@ asio::awaitable<Result<imap::Completion>> Client::wait(Result<imap::CommandId> s
   co_return std::move(*completion);
 }
 
+asio::awaitable<Result<imap::Completion>> Client::wait_streaming(Result<imap::CommandId> submitted,
+                                                                 BodySource& source) {
+  body_source_ = &source;
+  auto done = co_await wait(std::move(submitted));
+  body_source_ = nullptr;
+  co_return done;
+}
+
 asio::awaitable<Result<std::vector<imap::Completion>>> Client::wait_all(
     Result<std::vector<imap::CommandId>> submitted) {
   if (!submitted) co_return submitted.error();
@@ -360,7 +369,7 @@ asio::awaitable<Status> Client::flush() {
   std::string batch;
   for (;;) {
     std::optional<imap::Chunk> chunk = session_.next_output();
-    const bool large = chunk && chunk->bytes.size() >= kGather;
+    const bool large = chunk && (chunk->bytes.size() >= kGather || chunk->external > 0);
     if (!batch.empty() && (!chunk || large || batch.size() + chunk->bytes.size() > kGather)) {
       Status written = co_await write_with_deadline(batch);
       if (!written) co_return written;
@@ -370,12 +379,46 @@ asio::awaitable<Status> Client::flush() {
       while (auto line = session_.next_trace()) log_debug("{}: C: {}", endpoint_.name, *line);
     }
     if (!chunk) break;
-    if (large) {
+    if (chunk->external > 0) {
+      Status streamed = co_await write_streamed(chunk->external);
+      if (!streamed) co_return streamed;
+    } else if (large) {
       Status written = co_await write_with_deadline(chunk->bytes);
       if (!written) co_return written;
     } else {
       batch += chunk->bytes;
     }
+  }
+  co_return ok_status();
+}
+
+asio::awaitable<Status> Client::write_streamed(std::uint64_t size) {
+  if (!body_source_) {
+    co_return fail(Error(Errc::internal, endpoint_.name + ": streamed literal without a source"));
+  }
+  std::uint64_t written = 0;
+  while (written < size) {
+    // Pulling the piece may take a while (it is read from the other server); the deadline
+    // applies to each write, not to the source.
+    Result<std::string> piece = co_await body_source_->next_piece();
+    if (!piece) co_return fail(piece.error());
+    if (piece->empty() || piece->size() > size - written) {
+      co_return fail(
+          Error(Errc::protocol,
+                fmt::format("{}: a streamed literal of {} bytes got {} bytes", endpoint_.name, size,
+                            piece->empty() ? written : written + piece->size())));
+    }
+    if (const void* nul = std::memchr(piece->data(), '\0', piece->size()); nul != nullptr) {
+      // RFC 9051 §4.3: a literal is CHAR8. The in-memory path would send literal8 instead.
+      co_return fail(
+          Error(Errc::protocol,
+                fmt::format("{}: NUL byte at offset {} of a streamed literal", endpoint_.name,
+                            written + static_cast<std::uint64_t>(static_cast<const char*>(nul) -
+                                                                 piece->data()))));
+    }
+    Status sent = co_await write_with_deadline(*piece);
+    if (!sent) co_return sent;
+    written += piece->size();
   }
   co_return ok_status();
 }

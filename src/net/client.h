@@ -52,6 +52,14 @@ struct ConnectionInfo {
   std::size_t discarded_before_tls = 0;  // bytes injected before the TLS handshake (discarded)
 };
 
+// Where a streamed literal's body (imap::Chunk::external) comes from, piece by piece.
+class BodySource {
+ public:
+  virtual ~BodySource() = default;
+  // The next piece, never empty before the announced size is reached; an error ends the stream.
+  virtual asio::awaitable<Result<std::string>> next_piece() = 0;
+};
+
 class Client {
  public:
   // Connects, reads the greeting, upgrades to TLS (implicit or STARTTLS), authenticates,
@@ -72,6 +80,13 @@ class Client {
   // The same for several pipelined commands, in submission order.
   asio::awaitable<Result<std::vector<imap::Completion>>> wait_all(
       Result<std::vector<imap::CommandId>> submitted);
+  // wait() for a command with a streamed literal (an APPEND built with streamed_size): its body
+  // is pulled from `source` and written piece by piece, so it is never whole in memory. A literal
+  // that cannot be completed (the source failed, gave more or fewer bytes than announced, or a
+  // NUL byte) cannot be taken back: the connection is closed, and the server discards the
+  // unfinished command.
+  asio::awaitable<Result<imap::Completion>> wait_streaming(Result<imap::CommandId> submitted,
+                                                           BodySource& source);
   // wait() that turns a tagged NO/BAD into Errc::rejected naming `what` and the server's text.
   asio::awaitable<Result<imap::Completion>> expect_ok(Result<imap::CommandId> submitted,
                                                       std::string what);
@@ -97,6 +112,7 @@ class Client {
   asio::awaitable<Status> pump(Done done);
   asio::awaitable<Status> flush();
   asio::awaitable<Status> write_with_deadline(std::string_view bytes);
+  asio::awaitable<Status> write_streamed(std::uint64_t size);
   asio::awaitable<Status> read_and_dispatch();
   Status ingest(std::string_view data);
   Status dispatch_frames();
@@ -113,6 +129,7 @@ class Client {
   std::string after_switch_;                 // bytes read past a STARTTLS/COMPRESS OK
   bool switch_possible_ = false;
   std::optional<Error> failure_;
+  BodySource* body_source_ = nullptr;  // set only during wait_streaming()
 };
 
 }  // namespace twinbox::net

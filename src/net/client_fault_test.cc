@@ -301,5 +301,77 @@ TEST(ClientFault, CompressStartsRightAfterTheTaggedOk) {
   EXPECT_EQ(done->status.text, "noop done");
 }
 
+// Pieces handed out in order; what a streamed APPEND pulls while it writes.
+class ScriptedSource : public BodySource {
+ public:
+  explicit ScriptedSource(std::vector<std::string> pieces) : pieces_(std::move(pieces)) {}
+  asio::awaitable<Result<std::string>> next_piece() override {
+    if (next_ == pieces_.size()) co_return Error(Errc::io, "source: nothing more");
+    co_return pieces_[next_++];
+  }
+
+ private:
+  std::vector<std::string> pieces_;
+  std::size_t next_ = 0;
+};
+
+Script logged_in_with_literal_plus() {
+  Script script;
+  script.send("* OK [CAPABILITY IMAP4rev1 LITERAL+] hi\r\n")
+      .expect_tagged("LOGIN")
+      .send("{tag} OK [CAPABILITY IMAP4rev1 LITERAL+] in\r\n");
+  return script;
+}
+
+Result<imap::Completion> append_streamed(Client& client, std::uint64_t size,
+                                         ScriptedSource& source) {
+  std::vector<imap::cmd::AppendMessage> one(1);
+  one[0].streamed_size = size;
+  return run_coroutine(
+      client.wait_streaming(client.session().append("INBOX", std::move(one)), source));
+}
+
+TEST(ClientFault, StreamedAppendWritesThePiecesAsOneLiteral) {
+  FakeServer server(logged_in_with_literal_plus()
+                        .expect_tagged_line("APPEND INBOX {11+}")
+                        .expect("hello world\r\n")
+                        .send("{tag} OK [APPENDUID 7 3] done\r\n"));
+  Endpoint e = endpoint_for(server);
+  e.starttls = false;
+  auto client = connect(e);
+  ASSERT_TRUE(client.ok()) << client.error().to_string();
+  ScriptedSource source({"hello", " worl", "d"});
+  auto done = append_streamed(**client, 11, source);
+  ASSERT_TRUE(done.ok()) << done.error().to_string();
+  EXPECT_TRUE(done->ok());
+}
+
+// A literal cannot be taken back: a source that fails, overflows or hands out a NUL byte ends
+// the connection before the literal is complete, so the server appends nothing.
+TEST(ClientFault, StreamedAppendThatCannotCompleteClosesTheConnection) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"hello", std::string("wor\0ld", 6)}, "remote: NUL byte at offset 8 of a streamed literal"},
+      {{"hello", " world!"}, "remote: a streamed literal of 11 bytes got 12 bytes"},
+      {{"hello"}, "source: nothing more"},
+  };
+  for (const auto& [pieces, message] : cases) {
+    SCOPED_TRACE(message);
+    FakeServer server(logged_in_with_literal_plus()
+                          .expect_tagged_line("APPEND INBOX {11+}")
+                          .expect("hello")
+                          .expect_eof());
+    Endpoint e = endpoint_for(server);
+    e.starttls = false;
+    auto client = connect(e);
+    ASSERT_TRUE(client.ok()) << client.error().to_string();
+    ScriptedSource source(pieces);
+    auto done = append_streamed(**client, 11, source);
+    ASSERT_FALSE(done.ok());
+    EXPECT_EQ(done.error().message, message);
+    server.wait();
+    EXPECT_TRUE(server.result().ok()) << server.result().describe();
+  }
+}
+
 }  // namespace
 }  // namespace twinbox::net

@@ -743,4 +743,14 @@ Status StateDb::complete_intent(IntentId id) {
   return ok_status();
 }
 
+Status StateDb::set_intent_hash(IntentId id, const std::string& body_hash) {
+  auto q = db_->query("UPDATE intents SET body_hash = ?2 WHERE id = ?1");
+  if (!q) return std::move(q).error();
+  if (auto s = q->bind_int(1, id).bind_text(2, body_hash).run(); !s) return s;
+  if (db_->changes() == 0) {
+    return Error(Errc::internal, fmt::format("{}: no pending intent {}", db_->label(), id));
+  }
+  return ok_status();
+}
+
 }  // namespace twinbox::store

@@ -221,6 +221,9 @@ class StateDb {
   Result<std::vector<Intent>> pending_intents(MailboxId id);
   // Deletes the intent. Errc::internal if it is not pending.
   Status complete_intent(IntentId id);
+  // Records the body hash of a pending intent once it is known (a streamed APPEND learns it
+  // only when the last piece has been read). Errc::internal if it is not pending.
+  Status set_intent_hash(IntentId id, const std::string& body_hash);
 
  private:
   friend class Transaction;

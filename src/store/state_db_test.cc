@@ -654,6 +654,24 @@ TEST_F(StateDbTest, IntentLifecycleCompletesAtomicallyWithItsOutcome) {
   EXPECT_EQ(again.error().message, fmt::format("{}: no pending intent {}", label(), *intent));
 }
 
+TEST_F(StateDbTest, StreamedAppendRecordsItsHashLater) {
+  const MailboxId id = add("INBOX");
+  Intent append;
+  append.mailbox = id;
+  append.kind = "append";
+  append.size = 5 << 20;
+  auto intent = db_->record_intent(append);
+  ASSERT_TRUE(intent);
+  EXPECT_FALSE(db_->pending_intents(id)->at(0).body_hash.has_value());
+  ASSERT_TRUE(db_->set_intent_hash(*intent, "abc123"));
+  reopen();
+  EXPECT_EQ(db_->pending_intents(id)->at(0).body_hash, std::optional<std::string>("abc123"));
+  ASSERT_TRUE(db_->complete_intent(*intent));
+  auto gone = db_->set_intent_hash(*intent, "def");
+  ASSERT_FALSE(gone);
+  EXPECT_EQ(gone.error().code, Errc::internal);
+}
+
 TEST_F(StateDbTest, IntentIdsAreNeverReused) {
   Intent intent;
   intent.kind = "expunge";

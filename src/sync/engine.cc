@@ -1,7 +1,5 @@
 #include "sync/engine.h"
 
-#include <openssl/evp.h>
-
 #include <algorithm>
 #include <map>
 #include <set>
@@ -16,6 +14,7 @@
 #include <asio/use_awaitable.hpp>
 
 #include "base/log.h"
+#include "sync/digest.h"
 #include "sync/planner.h"
 
 namespace twinbox::sync {
@@ -23,8 +22,42 @@ namespace twinbox::sync {
 namespace {
 
 // Two batches are in memory at once (one being appended, the next being fetched).
-constexpr std::size_t kCopyBatchBytes = 8u << 20;
+constexpr std::size_t kCopyBatchBytes = 2u << 20;
 constexpr std::size_t kCopyBatchCount = 200;
+// Larger messages are streamed from the FETCH on one server into the APPEND on the other
+// (BodyPieces), so memory does not grow with message size.
+constexpr std::uint64_t kStreamThreshold = 1u << 20;
+
+// The body of one streamed copy: pieces read from the source server, hashed on the way. Once
+// the last piece is in hand, and before it is written (so before the server can complete the
+// APPEND), its hash is committed into the intent: recovery after a crash can then recognise the
+// copy, and an intent without a hash proves that the APPEND never completed.
+class HashingSource : public net::BodySource {
+ public:
+  HashingSource(BodyPieces& pieces, store::StateDb& db, store::IntentId intent)
+      : pieces_(pieces), db_(db), intent_(intent) {}
+
+  asio::awaitable<Result<std::string>> next_piece() override {
+    auto piece = co_await pieces_.next_piece();
+    if (!piece) co_return piece.error();
+    hasher_.update(*piece);
+    if (pieces_.finished()) {
+      auto tx = db_.begin();
+      if (!tx) co_return tx.error();
+      Status recorded = db_.set_intent_hash(intent_, hasher_.finish_hex());
+      if (!recorded) co_return recorded.error();
+      Status committed = tx->commit();
+      if (!committed) co_return committed.error();
+    }
+    co_return std::move(*piece);
+  }
+
+ private:
+  BodyPieces& pieces_;
+  store::StateDb& db_;
+  store::IntentId intent_;
+  Sha256 hasher_;
+};
 
 std::string join_flags(const FlagSet& flags) { return fmt::format("{}", fmt::join(flags, " ")); }
 
@@ -38,15 +71,6 @@ FlagSet split_flags(const std::string& text) {
     pos = space + 1;
   }
   return canonical(std::move(flags));
-}
-
-std::string sha256_hex(std::string_view bytes) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  EVP_Digest(bytes.data(), bytes.size(), digest, &length, EVP_sha256(), nullptr);
-  std::string hex;
-  for (unsigned int i = 0; i < length; ++i) hex += fmt::format("{:02x}", digest[i]);
-  return hex;
 }
 
 // Awaits one operation per side concurrently (each side has its own connection).
@@ -111,6 +135,8 @@ asio::awaitable<Result<std::unique_ptr<Replica>>> Engine::open_replica(Side side
   auto replica = std::make_unique<Replica>(side, std::move(*client), section.list_reference);
   Status prepared = co_await replica->prepare();
   if (!prepared) co_return prepared.error();
+  // Another connection to the same server already listed it: same delimiter, no LIST needed.
+  if (replicas_[side]) replica->adopt_delimiter(*replicas_[side]);
   co_return replica;
 }
 
@@ -692,12 +718,12 @@ asio::awaitable<Status> Engine::pair_by_content(const Lane& lane, store::Mailbox
     const NewMessage& mine = local_added[i];
     auto [first, last] = remote_by_size.equal_range(mine.size);
     if (first == last) continue;
-    auto local_hash = co_await body_hash(lane, Side::local, mine.uid);
+    auto local_hash = co_await body_hash(lane, Side::local, mine.uid, mine.size);
     if (!local_hash) co_return local_hash.error();
     for (auto c = first; c != last; ++c) {
       if (taken_remote.count(c->second)) continue;
       const NewMessage& theirs = remote_added[c->second];
-      auto remote_hash = co_await body_hash(lane, Side::remote, theirs.uid);
+      auto remote_hash = co_await body_hash(lane, Side::remote, theirs.uid, theirs.size);
       if (!remote_hash) co_return remote_hash.error();
       if (*remote_hash != *local_hash) continue;
       FlagSet base;
@@ -742,7 +768,19 @@ asio::awaitable<Status> Engine::pair_by_content(const Lane& lane, store::Mailbox
   co_return ok_status();
 }
 
-asio::awaitable<Result<std::string>> Engine::body_hash(const Lane& lane, Side side, Uid uid) {
+asio::awaitable<Result<std::string>> Engine::body_hash(const Lane& lane, Side side, Uid uid,
+                                                       std::uint64_t size) {
+  if (size > kStreamThreshold) {
+    // Hashed piece by piece: a large message is never whole in memory.
+    BodyPieces pieces(*lane[side], uid, size);
+    Sha256 hasher;
+    while (!pieces.finished()) {
+      auto piece = co_await pieces.next_piece();
+      if (!piece) break;  // size not exact (or gone): the whole body decides below
+      hasher.update(*piece);
+    }
+    if (pieces.finished()) co_return hasher.finish_hex();
+  }
   const std::vector<Uid> one = {uid};
   auto bodies = co_await lane[side]->fetch_bodies(one);
   if (!bodies) co_return bodies.error();
@@ -779,12 +817,12 @@ asio::awaitable<Status> Engine::rematch_orphans(const Lane& lane, store::Mailbox
         const auto key_survivor = std::make_pair(static_cast<int>(index(survivor)), summary.uid);
         const auto key_reset = std::make_pair(static_cast<int>(index(reset)), c->second);
         if (!hashes.count(key_survivor)) {
-          auto hash = co_await body_hash(lane, survivor, summary.uid);
+          auto hash = co_await body_hash(lane, survivor, summary.uid, summary.size);
           if (!hash) co_return hash.error();
           hashes[key_survivor] = *hash;
         }
         if (!hashes.count(key_reset)) {
-          auto hash = co_await body_hash(lane, reset, c->second);
+          auto hash = co_await body_hash(lane, reset, c->second, summary.size);
           if (!hash) co_return hash.error();
           hashes[key_reset] = *hash;
         }
@@ -839,12 +877,14 @@ asio::awaitable<Status> Engine::recover_intents(const Lane& lane, store::Mailbox
     for (const auto& intent : appends) {
       std::optional<Uid> found;
       for (const auto& c : *candidates) {
+        // An intent without a hash is a streamed APPEND whose body was never complete.
+        if (!intent.body_hash) break;
         if (used.count(c.uid) || c.uid < intent.target_uidnext_before.value_or(1) ||
             c.size != intent.size.value_or(0)) {
           continue;
         }
         if (!hashes.count(c.uid)) {
-          auto hash = co_await body_hash(lane, target, c.uid);
+          auto hash = co_await body_hash(lane, target, c.uid, c.size);
           if (!hash) co_return hash.error();
           hashes[c.uid] = std::move(*hash);
         }
@@ -1042,20 +1082,46 @@ asio::awaitable<Status> Engine::copy(const Lane& lane, store::MailboxId id, cons
                                      PerSide<SideObservation>& seen) {
   const Side to = other(from);
   Uid target_next = std::max<Uid>(seen[to].uidnext, lane[to]->uidnext());
+  // Large messages whose RFC822.SIZE is exact are streamed one at a time; the rest travel in
+  // batches held in memory (an inexact size cannot announce a literal before the body is read).
+  std::vector<CopyAction> batched, streamed;
+  {
+    std::map<Uid, std::uint64_t> large;
+    for (const auto& c : copies) {
+      if (c.size > kStreamThreshold) large[c.uid] = c.size;
+    }
+    std::set<Uid> exact;
+    if (!large.empty()) {
+      auto checked = co_await lane[from]->exact_sizes(large);
+      if (!checked) co_return checked.error();
+      exact = std::move(*checked);
+    }
+    for (auto& c : copies) {
+      if (exact.count(c.uid)) {
+        streamed.push_back(std::move(c));
+        continue;
+      }
+      if (large.count(c.uid)) {
+        log_debug("{}UID {}: RFC822.SIZE {} is not the body's size; copied without streaming",
+                  log_prefix(from, name), c.uid, c.size);
+      }
+      batched.push_back(std::move(c));
+    }
+  }
   // Batches bounded in bytes (as announced by RFC822.SIZE) and in count.
   std::vector<std::vector<Uid>> batches;
   std::map<Uid, const CopyAction*> by_uid;
-  for (std::size_t start = 0; start < copies.size();) {
+  for (std::size_t start = 0; start < batched.size();) {
     std::size_t end = start, bytes = 0;
-    while (end < copies.size() && end - start < kCopyBatchCount &&
-           (end == start || bytes + copies[end].size <= kCopyBatchBytes)) {
-      bytes += copies[end].size;
+    while (end < batched.size() && end - start < kCopyBatchCount &&
+           (end == start || bytes + batched[end].size <= kCopyBatchBytes)) {
+      bytes += batched[end].size;
       ++end;
     }
     batches.emplace_back();
     for (std::size_t i = start; i < end; ++i) {
-      batches.back().push_back(copies[i].uid);
-      by_uid[copies[i].uid] = &copies[i];
+      batches.back().push_back(batched[i].uid);
+      by_uid[batched[i].uid] = &batched[i];
     }
     start = end;
   }
@@ -1117,40 +1183,97 @@ asio::awaitable<Status> Engine::copy(const Lane& lane, store::MailboxId id, cons
       appended = co_await lane[to]->append(name, std::move(messages));
     }
     if (!appended) co_return appended.error();
-    if (seen[to].uidvalidity != 0 && appended->uidvalidity != seen[to].uidvalidity) {
-      co_return Error(
-          Errc::protocol,
-          fmt::format("{}: APPENDUID names UIDVALIDITY {} but the mailbox has {}: "
-                      "the mailbox was recreated meanwhile",
-                      mailbox_label(to, name), appended->uidvalidity, seen[to].uidvalidity));
-    }
+    Status same_mailbox = check_appended(name, to, appended->uidvalidity, seen);
+    if (!same_mailbox) co_return same_mailbox;
     auto record = db_.begin();
     if (!record) co_return record.error();
     for (std::size_t i = 0; i < actions.size(); ++i) {
-      const CopyAction& action = *actions[i];
-      if (action.replaces) {
-        auto removed = db_.remove_pair(id, Side::local, action.replaces->local_uid);
-        if (!removed) co_return removed.error();
-      }
-      store::Pair pair;
-      pair.uids[from] = action.uid;
-      pair.uids[to] = appended->uids[i];
-      pair.flags = join_flags(action.flags);
-      Status added = db_.add_pair(id, pair);
-      if (!added) co_return added;
-      Status completed = db_.complete_intent(intents[i]);
-      if (!completed) co_return completed;
+      Status recorded = record_copy(id, from, *actions[i], appended->uids[i], intents[i]);
+      if (!recorded) co_return recorded;
       target_next = std::max(target_next, appended->uids[i] + 1);
     }
     Status saved = record->commit();
     if (!saved) co_return saved;
     total += actions.size();
   }
+  for (const auto& action : streamed) {
+    auto uid = co_await copy_streamed(lane, id, name, from, action, target_next, seen);
+    if (!uid) co_return uid.error();
+    target_next = std::max(target_next, *uid + 1);
+    ++total;
+  }
   summary_.copied_to[to] += total;
   if (total > 0) {
     log_info("{}copied {} message(s) to {}", log_prefix(from, name), total, side_name(to));
   }
   co_return ok_status();
+}
+
+asio::awaitable<Result<Uid>> Engine::copy_streamed(const Lane& lane, store::MailboxId id,
+                                                   const std::string& name, Side from,
+                                                   const CopyAction& action, Uid target_next,
+                                                   const PerSide<SideObservation>& seen) {
+  const Side to = other(from);
+  store::Intent intent;
+  intent.mailbox = id;
+  intent.kind = "append";
+  intent.target_side = to;
+  intent.source_uid = action.uid;
+  intent.target_uidnext_before = target_next;
+  intent.size = action.size;
+  intent.flags = join_flags(action.flags);  // body_hash: set by HashingSource before the end
+  store::IntentId intent_id = 0;
+  {
+    auto tx = db_.begin();
+    if (!tx) co_return tx.error();
+    auto recorded = db_.record_intent(intent);
+    if (!recorded) co_return recorded.error();
+    Status committed = tx->commit();
+    if (!committed) co_return committed.error();
+    intent_id = *recorded;
+  }
+  BodyPieces pieces(*lane[from], action.uid, action.size);
+  HashingSource source(pieces, db_, intent_id);
+  imap::cmd::AppendMessage message;
+  for (const auto& flag : action.flags) message.flags.push_back(flag);
+  message.internal_date = action.internal_date;
+  log_debug("{}UID {}: streaming {} bytes to {}", log_prefix(from, name), action.uid, action.size,
+            side_name(to));
+  auto appended = co_await lane[to]->append_streamed(name, std::move(message), action.size, source);
+  if (!appended) co_return appended.error();
+  Status same_mailbox = check_appended(name, to, appended->uidvalidity, seen);
+  if (!same_mailbox) co_return same_mailbox.error();
+  auto record = db_.begin();
+  if (!record) co_return record.error();
+  Status recorded = record_copy(id, from, action, appended->uids[0], intent_id);
+  if (!recorded) co_return recorded.error();
+  Status saved = record->commit();
+  if (!saved) co_return saved.error();
+  co_return appended->uids[0];
+}
+
+Status Engine::check_appended(const std::string& name, Side to, std::uint32_t uidvalidity,
+                              const PerSide<SideObservation>& seen) const {
+  if (seen[to].uidvalidity == 0 || uidvalidity == seen[to].uidvalidity) return ok_status();
+  return Error(Errc::protocol,
+               fmt::format("{}: APPENDUID names UIDVALIDITY {} but the mailbox has {}: "
+                           "the mailbox was recreated meanwhile",
+                           mailbox_label(to, name), uidvalidity, seen[to].uidvalidity));
+}
+
+Status Engine::record_copy(store::MailboxId id, Side from, const CopyAction& action, Uid target_uid,
+                           store::IntentId intent) {
+  if (action.replaces) {
+    auto removed = db_.remove_pair(id, Side::local, action.replaces->local_uid);
+    if (!removed) return removed.error();
+  }
+  store::Pair pair;
+  pair.uids[from] = action.uid;
+  pair.uids[other(from)] = target_uid;
+  pair.flags = join_flags(action.flags);
+  Status added = db_.add_pair(id, pair);
+  if (!added) return added;
+  return db_.complete_intent(intent);
 }
 
 }  // namespace twinbox::sync

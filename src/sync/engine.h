@@ -94,6 +94,8 @@ class Engine {
   void disconnect();
   // Internal name of a name given on the command line (local delimiter -> NUL).
   std::string from_command_line(std::string name) const;
+  // connect(), then learn the local delimiter that command-line names use.
+  asio::awaitable<Status> connect_for_names();
   asio::awaitable<Status> connect();
   asio::awaitable<Result<std::unique_ptr<Replica>>> open_replica(Side side);
   asio::awaitable<Result<PerSide<std::unique_ptr<Replica>>>> open_lane();
@@ -110,7 +112,9 @@ class Engine {
   asio::awaitable<Status> pair_by_content(const Lane& lane, store::MailboxId id,
                                           const std::string& name, PerSide<SideObservation>& seen,
                                           MailboxObservation& observation);
-  asio::awaitable<Result<std::string>> body_hash(const Lane& lane, Side side, Uid uid);
+  // SHA-256 of a message's body (`size`: its RFC822.SIZE; large ones are hashed piecewise).
+  asio::awaitable<Result<std::string>> body_hash(const Lane& lane, Side side, Uid uid,
+                                                 std::uint64_t size);
   asio::awaitable<Status> recover_intents(const Lane& lane, store::MailboxId id,
                                           const std::string& name);
   asio::awaitable<Status> execute(const Lane& lane, store::MailboxId id, const std::string& name,
@@ -123,6 +127,17 @@ class Engine {
   asio::awaitable<Status> copy(const Lane& lane, store::MailboxId id, const std::string& name,
                                Side from, std::vector<CopyAction> copies,
                                PerSide<SideObservation>& seen);
+  // One large message, streamed (see HashingSource in engine.cc); returns its new UID.
+  asio::awaitable<Result<Uid>> copy_streamed(const Lane& lane, store::MailboxId id,
+                                             const std::string& name, Side from,
+                                             const CopyAction& action, Uid target_next,
+                                             const PerSide<SideObservation>& seen);
+  // After APPENDUID: the APPENDUID must name the mailbox we saw.
+  Status check_appended(const std::string& name, Side to, std::uint32_t uidvalidity,
+                        const PerSide<SideObservation>& seen) const;
+  // In the caller's transaction: the copy becomes a pair and its intent is completed.
+  Status record_copy(store::MailboxId id, Side from, const CopyAction& action, Uid target_uid,
+                     store::IntentId intent);
   bool ignored(const std::string& name) const;
 
   const config::Config& config_;

@@ -10,9 +10,17 @@
 
 namespace twinbox::sync {
 
+asio::awaitable<Status> Engine::connect_for_names() {
+  Status connected = co_await connect();
+  if (!connected) co_return connected;
+  // Names on the command line use the local delimiter (from_command_line()).
+  Status learned = co_await replicas_[Side::local]->learn_delimiter();
+  co_return learned;
+}
+
 asio::awaitable<Status> Engine::delete_mailboxes(const std::vector<std::string>& names,
                                                  Targets targets) {
-  Status connected = co_await connect();
+  Status connected = co_await connect_for_names();
   if (!connected) co_return connected;
   std::vector<std::string> internal;
   for (const auto& name : names) {
@@ -63,7 +71,7 @@ asio::awaitable<Status> Engine::delete_mailboxes(const std::vector<std::string>&
 
 asio::awaitable<Status> Engine::rename_mailbox(const std::string& from_name,
                                                const std::string& to_name, Targets targets) {
-  Status connected = co_await connect();
+  Status connected = co_await connect_for_names();
   if (!connected) co_return connected;
   const std::string from = from_command_line(from_name);
   const std::string to = from_command_line(to_name);

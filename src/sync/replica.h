@@ -3,6 +3,8 @@
 // pipelined UID commands and the answers into sync/model.h values. IMAP syntax stops here.
 #pragma once
 
+#include <deque>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -63,7 +65,16 @@ class Replica {
 
   Side side() const { return side_; }
   net::Client& client() { return *client_; }
+  // Known after list() or learn_delimiter().
   std::optional<char> delimiter() const { return delimiter_; }
+  // Asks the server for its hierarchy delimiter unless a LIST already told it.
+  asio::awaitable<Status> learn_delimiter();
+  // Takes the delimiter another connection to the same server learned, if it knows it.
+  void adopt_delimiter(const Replica& other) {
+    if (!other.delimiter_known_) return;
+    delimiter_ = other.delimiter_;
+    delimiter_known_ = true;
+  }
 
   // ENABLE QRESYNC; fails when the server cannot do QRESYNC (required by this engine).
   asio::awaitable<Status> prepare();
@@ -141,6 +152,16 @@ class Replica {
   // APPEND (MULTIAPPEND when offered) to the mailbox; needs APPENDUID (UIDPLUS).
   asio::awaitable<Result<Appended>> append(const std::string& internal,
                                            std::vector<imap::cmd::AppendMessage> messages);
+  // APPEND of one message of exactly `size` octets whose body is pulled from `source` while it
+  // is written (net::Client::wait_streaming): memory does not grow with the message.
+  asio::awaitable<Result<Appended>> append_streamed(const std::string& internal,
+                                                    imap::cmd::AppendMessage message,
+                                                    std::uint64_t size, net::BodySource& source);
+
+  // Which of the messages (UID -> RFC822.SIZE) in the selected mailbox have a body of exactly
+  // that size: asked as BODY.PEEK[]<size-1.2>, which must return one octet. Only those can be
+  // streamed, since the literal announces the size before the body is read. One round trip.
+  asio::awaitable<Result<std::set<Uid>>> exact_sizes(const std::map<Uid, std::uint64_t>& sizes);
 
   // UID STORE uids (UNCHANGEDSINCE m) FLAGS.SILENT (flags): replaces each message's flags by
   // the merged ones, conditionally (two commands, +FLAGS then -FLAGS, would fail the second on
@@ -171,12 +192,48 @@ class Replica {
                                                    const imap::cmd::SelectOptions& options);
   bool utf8() const;
 
+  friend class BodyPieces;
+  Result<Appended> appended_one(const imap::Completion& done, const std::string& name) const;
+
   Side side_;
   std::unique_ptr<net::Client> client_;
   std::string reference_;
-  std::optional<char> delimiter_;
+  std::optional<char> delimiter_;  // nullopt with delimiter_known_: a flat server
+  bool delimiter_known_ = false;
   std::string selected_;
   std::optional<imap::CommandId> idle_;
+};
+
+// One message body of the selected mailbox read with pipelined partial FETCHes
+// (BODY.PEEK[]<origin.octets>, RFC 9051 §6.4.5): at most kDepth pieces of kPieceSize octets are
+// in memory at once, whatever the message's size. The pieces must add up to exactly `size`;
+// anything else (the message vanished, the server's RFC822.SIZE was wrong) is an error.
+class BodyPieces : public net::BodySource {
+ public:
+  static constexpr std::uint64_t kPieceSize = 256 * 1024;
+  static constexpr std::size_t kDepth = 4;
+
+  BodyPieces(Replica& replica, Uid uid, std::uint64_t size)
+      : replica_(replica), uid_(uid), size_(size) {}
+  asio::awaitable<Result<std::string>> next_piece() override;
+  // Every octet has been handed out.
+  bool finished() const { return delivered_ == size_; }
+
+ private:
+  struct Request {
+    std::vector<imap::CommandId> ids;
+    std::uint64_t origin = 0;
+    std::uint64_t count = 0;
+  };
+  Status request_more();
+
+  Replica& replica_;
+  Uid uid_;
+  std::uint64_t size_;
+  std::uint64_t requested_ = 0;
+  std::uint64_t delivered_ = 0;
+  std::deque<Request> pending_;
+  std::map<std::uint64_t, std::string> received_;  // pieces that arrived ahead of their turn
 };
 
 }  // namespace twinbox::sync

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -985,9 +986,11 @@ RunResult run_process(const std::vector<std::string>& argv, const std::vector<st
   };
   for (;;) {
     if (!reaped) {
-      pid_t w = ::waitpid(pid, &wait_status, WNOHANG);
+      struct rusage usage {};
+      pid_t w = ::wait4(pid, &wait_status, WNOHANG, &usage);
       if (w == pid) {
         reaped = true;
+        result.max_rss_kib = usage.ru_maxrss;
         ended = Clock::now();
       } else if (w < 0 && errno != EINTR) {
         fail("waitpid: " + errno_text(errno));
