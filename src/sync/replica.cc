@@ -102,6 +102,14 @@ Result<std::string> Replica::internal_name(const std::string& wire,
   return name;
 }
 
+asio::awaitable<Result<std::string>> Replica::wire_name(const std::string& internal) {
+  if (internal.find('\0') != std::string::npos) {
+    Status known = co_await learn_delimiter();  // at once if a LIST or lane 0 told it
+    if (!known) co_return known.error();
+  }
+  co_return server_name(internal);
+}
+
 Result<std::string> Replica::server_name(const std::string& internal) const {
   if (internal == "INBOX") return reference_ + internal;
   std::string name = internal;
@@ -182,7 +190,7 @@ asio::awaitable<Result<std::vector<ListedMailbox>>> Replica::list(
 }
 
 asio::awaitable<Status> Replica::create(const std::string& internal) {
-  auto name = server_name(internal);
+  auto name = co_await wire_name(internal);
   if (!name) co_return name.error();
   auto& s = client_->session();
   auto command = imap::CommandBuilder("CREATE", s.wire_options()).mailbox(*name).build();
@@ -198,7 +206,7 @@ asio::awaitable<Status> Replica::create(const std::string& internal) {
 }
 
 asio::awaitable<Status> Replica::subscribe(const std::string& internal, bool on) {
-  auto name = server_name(internal);
+  auto name = co_await wire_name(internal);
   if (!name) co_return name.error();
   auto& s = client_->session();
   auto command = imap::CommandBuilder(on ? "SUBSCRIBE" : "UNSUBSCRIBE", s.wire_options())
@@ -231,7 +239,7 @@ asio::awaitable<Result<imap::Completion>> Replica::select(const std::string& int
 
 asio::awaitable<Result<SideObservation>> Replica::observe(const std::string& internal,
                                                           const store::SideState& recorded) {
-  auto name = server_name(internal);
+  auto name = co_await wire_name(internal);
   if (!name) co_return name.error();
   auto& s = client_->session();
   imap::cmd::SelectOptions options;
@@ -442,7 +450,7 @@ asio::awaitable<Result<std::vector<MessageSummary>>> Replica::summaries_from(Uid
 
 asio::awaitable<Result<Replica::Appended>> Replica::append(
     const std::string& internal, std::vector<imap::cmd::AppendMessage> messages) {
-  auto name = server_name(internal);
+  auto name = co_await wire_name(internal);
   if (!name) co_return name.error();
   auto& s = client_->session();
   const std::size_t count = messages.size();
@@ -555,7 +563,7 @@ asio::awaitable<Status> Replica::expunge(const std::vector<Uid>& uids) {
 }
 
 asio::awaitable<Status> Replica::remove(const std::string& internal) {
-  auto name = server_name(internal);
+  auto name = co_await wire_name(internal);
   if (!name) co_return name.error();
   auto& s = client_->session();
   if (selected_ == internal) {
@@ -571,9 +579,9 @@ asio::awaitable<Status> Replica::remove(const std::string& internal) {
 }
 
 asio::awaitable<Status> Replica::rename(const std::string& from, const std::string& to) {
-  auto old_name = server_name(from);
+  auto old_name = co_await wire_name(from);
   if (!old_name) co_return old_name.error();
-  auto new_name = server_name(to);
+  auto new_name = co_await wire_name(to);
   if (!new_name) co_return new_name.error();
   auto& s = client_->session();
   if (!selected_.empty()) {
@@ -595,7 +603,7 @@ asio::awaitable<Status> Replica::rename(const std::string& from, const std::stri
 
 asio::awaitable<Result<Replica::FullObservation>> Replica::observe_all(
     const std::string& internal) {
-  auto name = server_name(internal);
+  auto name = co_await wire_name(internal);
   if (!name) co_return name.error();
   auto& s = client_->session();
   const imap::cmd::SelectOptions plain;
@@ -634,7 +642,7 @@ asio::awaitable<Status> Replica::unselect() {
 asio::awaitable<Result<bool>> Replica::start_idle(const std::string& internal) {
   auto& s = client_->session();
   if (!s.has_capability("IDLE") && !s.has_capability("IMAP4REV2")) co_return false;
-  auto name = server_name(internal);
+  auto name = co_await wire_name(internal);
   if (!name) co_return name.error();
   if (selected_ != internal) {
     const imap::cmd::SelectOptions plain;
@@ -724,7 +732,7 @@ Result<Replica::Appended> Replica::appended_one(const imap::Completion& done,
 asio::awaitable<Result<Replica::Appended>> Replica::append_streamed(
     const std::string& internal, imap::cmd::AppendMessage message, std::uint64_t size,
     net::BodySource& source) {
-  auto name = server_name(internal);
+  auto name = co_await wire_name(internal);
   if (!name) co_return name.error();
   message.content.clear();
   message.streamed_size = size;

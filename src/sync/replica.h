@@ -85,6 +85,8 @@ class Replica {
 
   // Internal name -> the server's name (reference prefix, delimiter, modified UTF-7).
   Result<std::string> server_name(const std::string& internal) const;
+  // server_name(), after asking for the delimiter if the name needs it and nothing told it yet.
+  asio::awaitable<Result<std::string>> wire_name(const std::string& internal);
 
   asio::awaitable<Status> create(const std::string& internal);
   asio::awaitable<Status> subscribe(const std::string& internal, bool on);
@@ -210,7 +212,7 @@ class Replica {
 // anything else (the message vanished, the server's RFC822.SIZE was wrong) is an error.
 class BodyPieces : public net::BodySource {
  public:
-  static constexpr std::uint64_t kPieceSize = 256 * 1024;
+  static constexpr std::uint64_t kPieceSize = 512 * 1024;
   static constexpr std::size_t kDepth = 4;
 
   BodyPieces(Replica& replica, Uid uid, std::uint64_t size)
