@@ -350,7 +350,15 @@ CommandBuilder& CommandBuilder::list_pattern(std::string_view utf8) {
     if (!error_) error_ = std::move(wire).error();
     return *this;
   }
-  return string(*wire);
+  // RFC 9051 list-mailbox = 1*list-char / string, where list-char is ATOM-CHAR, a wildcard or
+  // "]": printable ASCII except SP ( ) { " and backslash. Bare when it can be (LIST "" *).
+  const bool bare = !wire->empty() && std::all_of(wire->begin(), wire->end(), [](char c) {
+    return c > ' ' && c < 0x7f && c != '(' && c != ')' && c != '{' && c != '"' && c != '\\';
+  });
+  if (!bare) return string(*wire);
+  separate();
+  text() += *wire;
+  return *this;
 }
 
 CommandBuilder& CommandBuilder::flag_list(const std::vector<std::string>& flags) {

@@ -271,14 +271,18 @@ TEST(Command, ListExtendedWithStatus) {
   options.return_items = {"SUBSCRIBED", "CHILDREN"};
   options.status_items = {"UIDVALIDITY", "UIDNEXT", "HIGHESTMODSEQ"};
   EXPECT_EQ(tagged(cmd::list("", {"*"}, options, {})).wire(),
-            "A1 LIST \"\" \"*\" RETURN (SUBSCRIBED CHILDREN STATUS (UIDVALIDITY UIDNEXT "
+            "A1 LIST \"\" * RETURN (SUBSCRIBED CHILDREN STATUS (UIDVALIDITY UIDNEXT "
             "HIGHESTMODSEQ))\r\n");
 
   cmd::ListOptions selection;
   selection.selection = {"SUBSCRIBED"};
   EXPECT_EQ(tagged(cmd::list("", {"INBOX", "R\xc3\xa9unions/%"}, selection, {})).wire(),
-            "A1 LIST (SUBSCRIBED) \"\" (\"INBOX\" \"R&AOk-unions/%\")\r\n");
-  EXPECT_EQ(tagged(cmd::list("", {"*"}, {}, {})).wire(), "A1 LIST \"\" \"*\"\r\n");
+            "A1 LIST (SUBSCRIBED) \"\" (INBOX R&AOk-unions/%)\r\n");
+  EXPECT_EQ(tagged(cmd::list("", {"*"}, {}, {})).wire(), "A1 LIST \"\" *\r\n");
+  // list-char excludes SP, ( ) { and the quoted-specials: those patterns are quoted.
+  EXPECT_EQ(tagged(cmd::list("", {"Old Stuff/*", "a(b", "q\"x", ""}, {}, {})).wire(),
+            "A1 LIST \"\" (\"Old Stuff/*\" \"a(b\" \"q\\\"x\" \"\")\r\n");
+  EXPECT_EQ(tagged(cmd::list("acct1.", {"acct1.*"}, {}, {})).wire(), "A1 LIST acct1. acct1.*\r\n");
   EXPECT_EQ(tagged(cmd::status("Sent", {"UIDNEXT", "MESSAGES"}, {})).wire(),
             "A1 STATUS Sent (UIDNEXT MESSAGES)\r\n");
 }

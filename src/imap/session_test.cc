@@ -582,7 +582,7 @@ TEST(Session, UntaggedRouting) {
   options.status_items = {"UIDVALIDITY", "UIDNEXT", "HIGHESTMODSEQ"};
   ASSERT_TRUE(s.session.list("", {"*"}, options).ok());
   EXPECT_EQ(s.client(),
-            "T1 LIST \"\" \"*\" RETURN (SUBSCRIBED CHILDREN STATUS (UIDVALIDITY UIDNEXT "
+            "T1 LIST \"\" * RETURN (SUBSCRIBED CHILDREN STATUS (UIDVALIDITY UIDNEXT "
             "HIGHESTMODSEQ))\r\n");
   EXPECT_OK(
       s.server("* LIST (\\Subscribed \\HasNoChildren) \"/\" INBOX\r\n"

@@ -323,6 +323,13 @@ Script logged_in_with_literal_plus() {
   return script;
 }
 
+// Connected and logged in without TLS (the fake server's script starts with the greeting).
+Result<std::unique_ptr<Client>> connect_cleartext(const FakeServer& server) {
+  Endpoint e = endpoint_for(server);
+  e.starttls = false;
+  return connect(e);
+}
+
 Result<imap::Completion> append_streamed(Client& client, std::uint64_t size,
                                          ScriptedSource& source) {
   std::vector<imap::cmd::AppendMessage> one(1);
@@ -336,9 +343,7 @@ TEST(ClientFault, StreamedAppendWritesThePiecesAsOneLiteral) {
                         .expect_tagged_line("APPEND INBOX {11+}")
                         .expect("hello world\r\n")
                         .send("{tag} OK [APPENDUID 7 3] done\r\n"));
-  Endpoint e = endpoint_for(server);
-  e.starttls = false;
-  auto client = connect(e);
+  auto client = connect_cleartext(server);
   ASSERT_TRUE(client.ok()) << client.error().to_string();
   ScriptedSource source({"hello", " worl", "d"});
   auto done = append_streamed(**client, 11, source);
@@ -360,9 +365,7 @@ TEST(ClientFault, StreamedAppendThatCannotCompleteClosesTheConnection) {
                           .expect_tagged_line("APPEND INBOX {11+}")
                           .expect("hello")
                           .expect_eof());
-    Endpoint e = endpoint_for(server);
-    e.starttls = false;
-    auto client = connect(e);
+    auto client = connect_cleartext(server);
     ASSERT_TRUE(client.ok()) << client.error().to_string();
     ScriptedSource source(pieces);
     auto done = append_streamed(**client, 11, source);

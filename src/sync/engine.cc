@@ -61,6 +61,20 @@ class HashingSource : public net::BodySource {
 
 std::string join_flags(const FlagSet& flags) { return fmt::format("{}", fmt::join(flags, " ")); }
 
+// "About to APPEND message `source_uid` to `to`", recorded before the APPEND is sent.
+store::Intent append_intent(store::MailboxId id, Side to, Uid source_uid, Uid target_next,
+                            std::uint64_t size, const FlagSet& flags) {
+  store::Intent intent;
+  intent.mailbox = id;
+  intent.kind = "append";
+  intent.target_side = to;
+  intent.source_uid = source_uid;
+  intent.target_uidnext_before = target_next;
+  intent.size = size;
+  intent.flags = join_flags(flags);
+  return intent;
+}
+
 FlagSet split_flags(const std::string& text) {
   std::vector<std::string> flags;
   std::size_t pos = 0;
@@ -185,9 +199,8 @@ Status Engine::compile_ignore_pattern() {
   return ok_status();
 }
 
-void Engine::disconnect() {
-  extra_lanes_.push_back(std::move(replicas_));
-  for (auto& lane : extra_lanes_) {
+void Engine::close_lanes(std::vector<PerSide<std::unique_ptr<Replica>>>& lanes) {
+  for (auto& lane : lanes) {
     for (Side side : kSides) {
       if (!lane[side]) continue;
       const auto counters = lane[side]->client().counters();
@@ -197,7 +210,12 @@ void Engine::disconnect() {
       lane[side].reset();
     }
   }
-  extra_lanes_.clear();
+  lanes.clear();
+}
+
+void Engine::disconnect() {
+  extra_lanes_.push_back(std::move(replicas_));
+  close_lanes(extra_lanes_);
 }
 
 asio::awaitable<void> Engine::pause(std::chrono::milliseconds duration) {
@@ -250,9 +268,8 @@ asio::awaitable<Result<RunSummary>> Engine::run() {
     if (!options_.watch) break;
   }
   if (stop_) log_info("stopping as asked; the state is saved");
-  for (Side side : kSides) {
-    if (replicas_[side]) co_await replicas_[side]->client().logout();
-  }
+  // Every command has completed and the state is committed: the connections are closed without
+  // LOGOUT (as InterIMAP does), which saves a round trip per connection and its bytes.
   disconnect();
   co_return summary_;
 }
@@ -275,37 +292,27 @@ asio::awaitable<Status> Engine::cycle() {
       log_debug("{}: unchanged", shown(name));
     }
   }
-  // More lanes only when there is work for them; a lane that cannot be opened (a server's
-  // connection limit) just means fewer jobs.
+  // More lanes only when there is work for them. Lane 0 starts at once; the others are opened
+  // concurrently and join as they come up (their handshakes overlap lane 0's work instead of
+  // preceding it). A lane that cannot be opened (a server's connection limit) means fewer jobs.
   const std::size_t jobs = std::max<std::size_t>(1, std::min(options_.jobs, work.size()));
-  std::vector<Lane> lanes = {lane0()};
-  for (std::size_t k = 1; k < jobs; ++k) {
-    auto lane = co_await open_lane();
-    if (!lane) {
-      log_warning("could not open connection pair {} for parallel sync ({}); going on with {}",
-                  k + 1, lane.error().to_string(), k);
-      break;
-    }
-    extra_lanes_.push_back(std::move(*lane));
-    Lane view;
-    for (Side side : kSides) view[side] = extra_lanes_.back()[side].get();
-    lanes.push_back(view);
-  }
   std::size_t next = 0;
   std::optional<Error> fatal;
-  if (lanes.size() == 1) {
-    co_await sync_worker(lanes[0], work, next, fatal);
+  if (jobs == 1) {
+    co_await sync_worker(lane0(), work, next, fatal);
   } else {
     // One coroutine per lane, all on this thread: the database is only touched between awaits
     // (no transaction spans one), so the workers interleave safely.
     auto executor = co_await asio::this_coro::executor;
     asio::steady_timer all_done(executor, std::chrono::steady_clock::time_point::max());
-    std::size_t running = lanes.size();
-    for (const Lane& lane : lanes) {
-      asio::co_spawn(executor, sync_worker(lane, work, next, fatal), [&](std::exception_ptr e) {
-        if (e && !fatal) fatal = Error(Errc::internal, "a sync worker failed");
-        if (--running == 0) all_done.cancel();
-      });
+    std::size_t running = jobs;
+    const auto finished = [&](std::exception_ptr e) {
+      if (e && !fatal) fatal = Error(Errc::internal, "a sync worker failed");
+      if (--running == 0) all_done.cancel();
+    };
+    asio::co_spawn(executor, sync_worker(lane0(), work, next, fatal), finished);
+    for (std::size_t k = 1; k < jobs; ++k) {
+      asio::co_spawn(executor, extra_lane_worker(k, work, next, fatal), finished);
     }
     std::error_code ignored;
     while (running > 0) {
@@ -313,17 +320,23 @@ asio::awaitable<Status> Engine::cycle() {
     }
   }
   // Extra lanes live for one cycle: a watch keeps only lane 0.
-  for (auto& lane : extra_lanes_) {
-    for (Side side : kSides) {
-      const auto counters = lane[side]->client().counters();
-      co_await lane[side]->client().logout();
-      summary_.wire_in[side] += counters.wire_in;
-      summary_.wire_out[side] += counters.wire_out;
-    }
-  }
-  extra_lanes_.clear();
+  close_lanes(extra_lanes_);
   if (fatal) co_return *fatal;
   co_return ok_status();
+}
+
+asio::awaitable<void> Engine::extra_lane_worker(std::size_t k, const std::vector<std::string>& work,
+                                                std::size_t& next, std::optional<Error>& fatal) {
+  auto opened = co_await open_lane();
+  if (!opened) {
+    log_warning("could not open connection pair {} for parallel sync ({})", k + 1,
+                opened.error().to_string());
+    co_return;
+  }
+  Lane lane;
+  for (Side side : kSides) lane[side] = (*opened)[side].get();
+  extra_lanes_.push_back(std::move(*opened));  // the Replicas stay put; closed after the cycle
+  co_await sync_worker(lane, work, next, fatal);
 }
 
 asio::awaitable<void> Engine::sync_worker(Lane lane, const std::vector<std::string>& work,
@@ -1144,15 +1157,9 @@ asio::awaitable<Status> Engine::copy(const Lane& lane, store::MailboxId id, cons
         log_warning("{}UID {} is empty and cannot be copied", log_prefix(from, name), fetched.uid);
         continue;
       }
-      store::Intent intent;
-      intent.mailbox = id;
-      intent.kind = "append";
-      intent.target_side = to;
-      intent.source_uid = fetched.uid;
-      intent.target_uidnext_before = target_next;
-      intent.size = fetched.body.size();
+      store::Intent intent =
+          append_intent(id, to, fetched.uid, target_next, fetched.body.size(), action.flags);
       intent.body_hash = sha256_hex(fetched.body);
-      intent.flags = join_flags(action.flags);
       auto recorded = db_.record_intent(intent);
       if (!recorded) co_return recorded.error();
       intents.push_back(*recorded);
@@ -1214,14 +1221,9 @@ asio::awaitable<Result<Uid>> Engine::copy_streamed(const Lane& lane, store::Mail
                                                    const CopyAction& action, Uid target_next,
                                                    const PerSide<SideObservation>& seen) {
   const Side to = other(from);
-  store::Intent intent;
-  intent.mailbox = id;
-  intent.kind = "append";
-  intent.target_side = to;
-  intent.source_uid = action.uid;
-  intent.target_uidnext_before = target_next;
-  intent.size = action.size;
-  intent.flags = join_flags(action.flags);  // body_hash: set by HashingSource before the end
+  // No body_hash yet: HashingSource records it before the last piece goes out.
+  const store::Intent intent =
+      append_intent(id, to, action.uid, target_next, action.size, action.flags);
   store::IntentId intent_id = 0;
   {
     auto tx = db_.begin();

@@ -91,6 +91,8 @@ class Engine {
   // Watch mode: true when a change was announced or the interval passed, false when stopping.
   asio::awaitable<Result<bool>> wait_for_changes();
   asio::awaitable<void> pause(std::chrono::milliseconds duration);  // interrupted by a stop
+  // Closes every connection of `lanes` (no LOGOUT: nothing is pending) and counts its bytes.
+  void close_lanes(std::vector<PerSide<std::unique_ptr<Replica>>>& lanes);
   void disconnect();
   // Internal name of a name given on the command line (local delimiter -> NUL).
   std::string from_command_line(std::string name) const;
@@ -103,6 +105,10 @@ class Engine {
   // Whether LIST-STATUS and the database say that the mailbox may have changed.
   Result<bool> needs_sync(const std::string& name);
   // Syncs work[next++] on `lane` until the list is exhausted (or a stop is requested).
+  // Opens connection pair `k` (0-based), then works like sync_worker(); gives up quietly (a
+  // warning) when the servers refuse more connections.
+  asio::awaitable<void> extra_lane_worker(std::size_t k, const std::vector<std::string>& work,
+                                          std::size_t& next, std::optional<Error>& fatal);
   asio::awaitable<void> sync_worker(Lane lane, const std::vector<std::string>& work,
                                     std::size_t& next, std::optional<Error>& fatal);
   asio::awaitable<Result<std::vector<std::string>>> reconcile_mailboxes();
