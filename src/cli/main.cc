@@ -4,6 +4,8 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
+#include <string>
 
 #include <fmt/format.h>
 #include <asio/co_spawn.hpp>
@@ -46,6 +48,17 @@ asio::awaitable<int> run_probe(const config::Config& config, const Options& opti
   co_return rc;
 }
 
+// The process's peak resident set (VmHWM) in KiB, 0 if unknown. Read from /proc because
+// getrusage/wait4 can report the parent's size at fork time for an exec'd child.
+long peak_resident_kib() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
+  }
+  return 0;
+}
+
 void print_summary(const sync::RunSummary& s) {
   log_info(
       "{} mailbox(es), {} synced{}; copied {} to local, {} to remote; expunged {} local, {} "
@@ -60,6 +73,7 @@ void print_summary(const sync::RunSummary& s) {
     log_info("{}: received {} bytes, sent {} bytes", store::side_name(side), s.wire_in[side],
              s.wire_out[side]);
   }
+  log_debug("peak resident memory: {} KiB", peak_resident_kib());
 }
 
 sync::Targets targets_of(const Options& options) {

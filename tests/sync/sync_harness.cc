@@ -5,7 +5,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -986,11 +985,9 @@ RunResult run_process(const std::vector<std::string>& argv, const std::vector<st
   };
   for (;;) {
     if (!reaped) {
-      struct rusage usage {};
-      pid_t w = ::wait4(pid, &wait_status, WNOHANG, &usage);
+      pid_t w = ::waitpid(pid, &wait_status, WNOHANG);
       if (w == pid) {
         reaped = true;
-        result.max_rss_kib = usage.ru_maxrss;
         ended = Clock::now();
       } else if (w < 0 && errno != EINTR) {
         fail("waitpid: " + errno_text(errno));

@@ -168,9 +168,6 @@ struct RunResult {
   bool timed_out = false;  // killed by the timeout
   bool killed = false;     // killed at the KillAt point
   std::chrono::milliseconds elapsed{0};
-  // Peak resident set of the process and of the descendants it waited for (wait4's rusage),
-  // in KiB; 0 if it was not reaped normally. Over TCP twinbox has no children.
-  long max_rss_kib = 0;
 
   bool ok() const { return status == 0 && !timed_out && !killed; }
   // Command, status, time, and the tails of stderr and stdout.
