@@ -576,6 +576,16 @@ def main():
     p.add_argument("--keep", action="store_true", help="keep the servers' directories")
     args = p.parse_args()
 
+    # One command from a fresh clone: the release build is made here when it is missing.
+    wanted = [b for t, b in (("twinbox", args.twinbox), ("floor", args.floor))
+              if t in args.tools.split(",") and not os.path.exists(b)]
+    if wanted:
+        log("building the release preset (cmake --preset release) for " + ", ".join(wanted))
+        subprocess.run(["cmake", "--preset", "release"], cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL)
+        subprocess.run(["cmake", "--build", "--preset", "release", "--target", "twinbox",
+                        "twinbox_floor"], cwd=ROOT, check=True)
+
     os.makedirs(args.out, exist_ok=True)
     machine = f"{os.cpu_count()} cores, {os.uname().sysname} {os.uname().release}"
     work = tempfile.mkdtemp(prefix="twinbox-bench.", dir="/tmp")
