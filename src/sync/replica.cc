@@ -32,6 +32,9 @@ bool has_attribute(const imap::ListData& list, std::string_view wanted) {
   });
 }
 
+// An internal name with NUL (the delimiter, internally) needs the server's delimiter.
+bool hierarchical(const std::string& internal) { return internal.find('\0') != std::string::npos; }
+
 Error rejected(Side side, const std::string& what, const imap::Completion& done) {
   return Error(Errc::rejected,
                fmt::format("{}: {} failed: {}", side_name(side), what, done.status.text));
@@ -59,7 +62,9 @@ asio::awaitable<Status> Replica::prepare() {
   // The hierarchy delimiter comes with the first LIST's answers (list()); LIST "" "" is asked
   // only when those do not tell it, which saves a command and its bytes on every run.
   const std::vector<std::string> qresync = {"QRESYNC"};
-  auto enabled = co_await client_->expect_ok(s.enable(qresync), "ENABLE QRESYNC");
+  // Named, not a temporary inside the co_await (g++ 12 miscompiles some of those).
+  auto enable = s.enable(qresync);
+  auto enabled = co_await client_->expect_ok(std::move(enable), "ENABLE QRESYNC");
   if (!enabled) co_return enabled.error();
   if (!s.is_enabled("QRESYNC")) {
     co_return Error(Errc::protocol, fmt::format("{}: ENABLE QRESYNC was not confirmed by the "
@@ -73,8 +78,8 @@ asio::awaitable<Status> Replica::learn_delimiter() {
   if (delimiter_known_) co_return ok_status();
   // LIST "" "": the delimiter of the personal namespace (RFC 9051 §6.3.9); NIL means flat.
   const std::vector<std::string> empty_pattern = {""};
-  auto listed =
-      co_await client_->expect_ok(client_->session().list("", empty_pattern), "LIST \"\" \"\"");
+  auto list = client_->session().list("", empty_pattern);
+  auto listed = co_await client_->expect_ok(std::move(list), "LIST \"\" \"\"");
   if (!listed) co_return listed.error();
   for (const auto& response : listed->untagged) {
     if (const auto* l = std::get_if<imap::ListData>(&response.data)) delimiter_ = l->delimiter;
@@ -103,7 +108,7 @@ Result<std::string> Replica::internal_name(const std::string& wire,
 }
 
 asio::awaitable<Result<std::string>> Replica::wire_name(const std::string& internal) {
-  if (internal.find('\0') != std::string::npos) {
+  if (hierarchical(internal)) {
     Status known = co_await learn_delimiter();  // at once if a LIST or lane 0 told it
     if (!known) co_return known.error();
   }
@@ -113,7 +118,7 @@ asio::awaitable<Result<std::string>> Replica::wire_name(const std::string& inter
 Result<std::string> Replica::server_name(const std::string& internal) const {
   if (internal == "INBOX") return reference_ + internal;
   std::string name = internal;
-  if (name.find('\0') != std::string::npos) {
+  if (hierarchical(name)) {
     if (!delimiter_) {
       return Error(Errc::protocol, fmt::format("{}: cannot create a hierarchy on a server without "
                                                "a hierarchy delimiter",
@@ -133,10 +138,7 @@ asio::awaitable<Result<std::vector<ListedMailbox>>> Replica::list(
   const bool list_status = s.has_capability("LIST-STATUS");
   if (list_status) options.status_items = {"UIDVALIDITY", "UIDNEXT", "HIGHESTMODSEQ"};
   // list-mailbox patterns use NUL for "the delimiter" (InterIMAP): substitute this side's.
-  const bool hierarchical = std::any_of(patterns.begin(), patterns.end(), [](const std::string& p) {
-    return p.find('\0') != std::string::npos;
-  });
-  if (hierarchical) {
+  if (std::any_of(patterns.begin(), patterns.end(), hierarchical)) {
     Status learned = co_await learn_delimiter();
     if (!learned) co_return learned.error();
   }
@@ -709,10 +711,6 @@ asio::awaitable<Status> Replica::notify(bool on) {
   if (!done) co_return done.error();
   co_return ok_status();
 }
-
-}  // namespace twinbox::sync
-
-namespace twinbox::sync {
 
 Result<Replica::Appended> Replica::appended_one(const imap::Completion& done,
                                                 const std::string& name) const {
