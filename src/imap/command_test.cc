@@ -346,8 +346,21 @@ TEST(Command, FortyThousandDisjointUidsSplitUnder8192) {
   EXPECT_EQ(seen, uids);
 
   auto expunge = cmd::uid_expunge(uids, 2000);
-  ASSERT_TRUE(expunge.ok());
-  for (const auto& c : *expunge) EXPECT_LE(c.longest_line() + kTagReserve, 2000u);
+  ASSERT_TRUE(expunge.ok()) << expunge.error().to_string();
+  // 40,000 UIDs of 7 digits take 320,000 octets as a set: at least 161 lines of 2,000.
+  ASSERT_GT(expunge->size(), 160u);
+  SequenceSet expunged;
+  for (const auto& c : *expunge) {
+    EXPECT_LE(c.longest_line() + kTagReserve, 2000u);
+    const std::string wire = c.wire();
+    const std::string prefix = "UID EXPUNGE ";
+    ASSERT_TRUE(wire.starts_with(prefix) && wire.ends_with("\r\n")) << wire;
+    auto piece = SequenceSet::parse(
+        std::string_view(wire).substr(prefix.size(), wire.size() - prefix.size() - 2));
+    ASSERT_TRUE(piece.ok()) << wire;
+    expunged.add(*piece);
+  }
+  EXPECT_EQ(expunged, uids);
 
   auto too_small = cmd::uid_expunge(uids, 40);
   ASSERT_FALSE(too_small.ok());

@@ -159,6 +159,16 @@ class Parser {
     return true;
   }
 
+  // Bytes from `start` to the end of the line that are taken without looking at their structure
+  // must fit Limits::max_text: a longer run is a server that lost a CRLF, and a response that
+  // followed on the same line would otherwise be swallowed unseen.
+  bool within_text_limit(std::string_view what, std::size_t start) {
+    const std::size_t size = s_.size() - start;
+    if (size <= limits_.max_text) return true;
+    return fail_at(
+        start, fmt::format("{} of {} bytes exceeds the limit of {}", what, size, limits_.max_text));
+  }
+
   // True (and consumed) if the next token is NIL.
   bool nil() {
     if (pos_ + 3 <= s_.size() && iequals(s_.substr(pos_, 3), "NIL") &&
@@ -180,6 +190,14 @@ class Parser {
   bool ranged(std::uint64_t& out, std::uint64_t lo, std::uint64_t hi, std::string_view rule,
               std::string_view what) {
     const std::size_t start = pos_;
+    if ((peek() == '-' || peek() == '+') && is(peek_at(pos_ + 1), kDigit)) {
+      // Every number in the grammar is unsigned digits: `* -135 EXISTS` is not 0 or 135.
+      ++pos_;
+      take_while(kDigit);
+      const std::string_view token = s_.substr(start, pos_ - start);
+      if (token[0] == '-') return range_error(start, token, what, rule, lo, hi);
+      return fail_at(start, fmt::format("{} {}: no sign allowed in {}", what, token, rule));
+    }
     std::uint64_t v = 0;
     bool overflow = false;
     while (pos_ < s_.size() && s_[pos_] >= '0' && s_[pos_] <= '9') {
@@ -458,6 +476,7 @@ class Parser {
   // resp-text-code (RFC 9051 §7.1, RFC 4315, RFC 7162 §7, RFC 5530, ...).
   bool resp_text_code(ResponseCode& code) {
     ++pos_;  // '['
+    const std::size_t name_start = pos_;
     const std::string_view name = take_while(kAtomChar);
     if (name.empty()) return expected("response code name after '['");
     code.name = upper_copy(name);
@@ -524,6 +543,12 @@ class Parser {
             ++pos_;
           }
         }
+        if (pos_ - name_start > limits_.max_text) {
+          return fail_at(name_start, fmt::format("response code {} of {} bytes exceeds the limit "
+                                                 "of {}",
+                                                 printable(code.name, 20), pos_ - name_start,
+                                                 limits_.max_text));
+        }
         break;
     }
     const std::size_t arg_end = pos_;
@@ -580,6 +605,7 @@ class Parser {
   // text = 1*TEXT-CHAR (the rest of the line)
   bool text(std::string& out) {
     const std::string_view rest = s_.substr(pos_);
+    if (!within_text_limit("response text", pos_)) return false;
     const std::size_t bad = rest.find_first_of("\r\n");
     if (bad != std::string_view::npos) {
       return fail_at(pos_ + bad, "unexpected literal in response text");
@@ -841,6 +867,8 @@ class Parser {
       f.seq = n;
       return sp("SP after FETCH") && msg_att(f);
     }
+    // An unknown response is skipped whole (RFC 9051 App. E item 22), so it is bounded like text.
+    if (!within_text_limit("unknown response", at)) return false;
     out.data = UnknownData{upper_copy(name)};
     return true;
   }
@@ -998,7 +1026,12 @@ class Parser {
     if (!sp("SP after '*'")) return false;
     // `*  STATUS ...` with two spaces (KDE bug 365149, Trojitá untagged-extra-space-before-status).
     skip_spaces();
-    if (is(peek(), kDigit)) return message_data(out);
+    // A sign before digits is a number too, and an invalid one (`* -135 EXISTS`), not the name of
+    // an unknown response.
+    if (is(peek(), kDigit) || ((peek() == '-' || peek() == '+') && is(peek_at(pos_ + 1), kDigit))) {
+      return message_data(out);
+    }
+    const std::size_t name_start = pos_;
     const std::string_view name = take_while(kAtomChar);
     if (name.empty()) return expected("response name after '*'");
     Condition cond{};
@@ -1032,6 +1065,8 @@ class Parser {
     if (iequals(name, "NAMESPACE")) return namespace_response(out.data.emplace<NamespaceData>());
     if (iequals(name, "ID")) return id_response(out.data.emplace<IdData>());
     if (iequals(name, "VANISHED")) return expunged_resp(out.data.emplace<VanishedData>());
+    // An unknown response is skipped whole (RFC 9051 App. E item 22), so it is bounded like text.
+    if (!within_text_limit("unknown response", name_start)) return false;
     out.data = UnknownData{upper_copy(name)};
     return true;
   }

@@ -13,7 +13,11 @@
 // - Numbers are range-checked: UID, UIDVALIDITY, UIDNEXT and message numbers are 32-bit and, where
 //   the grammar says nz-number, non-zero (UID 0, sequence number 0 and UIDVALIDITY 0 are protocol
 //   errors). Mod-sequences are 1..2^63-1 (RFC 7162 §7), except STATUS HIGHESTMODSEQ, which may be
-//   0 (mod-sequence-valzer: "no persistent mod-sequences").
+//   0 (mod-sequence-valzer: "no persistent mod-sequences"). A sign is never part of a number:
+//   `* -135 EXISTS` is a protocol error, not 0 nor an unknown response named "-135".
+// - What is taken without reading its structure (status and continuation text, an unknown
+//   response code's argument, an unknown response) is bounded by Limits::max_text, so that a
+//   server that lost a CRLF cannot hide the responses that follow on the same line in the text.
 // - APPENDUID with a uid-set is accepted even for one message (`123:123`): RFC 4315 §3 forbids
 //   the set form for a single append, but it denotes exactly one UID and is harmless. The parser
 //   does not know how many messages were appended; the caller must compare set_order.size().

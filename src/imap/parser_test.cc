@@ -760,7 +760,15 @@ std::vector<ErrorRow> error_rows() {
       {"status_uidnext_zero", crlf("* STATUS INBOX (UIDNEXT 0)"), Errc::protocol,
        "UIDNEXT 0 out of range for nz-number (1..4294967295)", 24},
       {"status_negative", crlf("* STATUS INBOX (MESSAGES -1)"), Errc::protocol,
-       "expected number for MESSAGES", 25},
+       "MESSAGES -1 out of range for number (0..4294967295)", 25},
+      // A corrupted server's `* -135 EXISTS` was an unknown response named "-135", so the
+      // mailbox size stayed unknown and was taken as 0.
+      {"exists_negative", crlf("* -135 EXISTS"), Errc::protocol,
+       "message number -135 out of range for number (0..4294967295)", 2},
+      {"exists_plus", crlf("* +135 EXISTS"), Errc::protocol,
+       "message number +135: no sign allowed in number", 2},
+      {"fetch_uid_negative", crlf("* 1 FETCH (UID -7 FLAGS ())"), Errc::protocol,
+       "UID -7 out of range for nz-number (1..4294967295)", 15},
       {"search_zero", crlf("* SEARCH 1 0"), Errc::protocol, "", 11},
       {"vanished_zero", crlf("* VANISHED 0:4"), Errc::protocol,
        "VANISHED UID 0 out of range for nz-number (1..4294967295)", 11},
@@ -840,6 +848,26 @@ std::vector<ErrorRow> error_rows() {
        "NUL byte in line (stream offset 15)", 15},
       {"non_synchronizing_literal_from_server", "* LIST () \"/\" {5+}\r\nhello\r\n", Errc::protocol,
        "non-synchronizing literal from server (stream offset 14)", 14},
+
+      // Text taken whole is bounded by Limits::max_text: a server that lost a CRLF cannot hide
+      // the responses after it on the same line (here with a limit of 16 bytes; the 10 MiB
+      // case with the default limit is Parser.TenMebibyteTextHidesNoResponse).
+      {"ok_text_over_limit", crlf("* OK 0123456789abcdef* 3 FETCH (UID 7 FLAGS (\\Seen))"),
+       Errc::protocol, "response text of 47 bytes exceeds the limit of 16", 5,
+       Limits{.max_text = 16}},
+      {"ok_text_at_limit_then_tagged_text_over",
+       crlf("* OK 0123456789abcdef") + crlf("a1 OK [READ-WRITE] 0123456789abcdefT5 OK done"),
+       Errc::protocol, "response text of 26 bytes exceeds the limit of 16", 19,
+       Limits{.max_text = 16}},
+      {"continuation_text_over_limit", crlf("+ 0123456789abcdef* 3 EXISTS"), Errc::protocol,
+       "response text of 26 bytes exceeds the limit of 16", 2, Limits{.max_text = 16}},
+      {"unknown_response_over_limit", crlf("* XJUNK 0123456789* 3 EXISTS"), Errc::protocol,
+       "unknown response of 26 bytes exceeds the limit of 16", 2, Limits{.max_text = 16}},
+      {"unknown_message_data_over_limit", crlf("* 7 XJUNK 0123456789* 3 EXISTS"), Errc::protocol,
+       "unknown response of 28 bytes exceeds the limit of 16", 2, Limits{.max_text = 16}},
+      {"unknown_code_over_limit", crlf("* OK [XJUNK 0123456789* 3 FETCH (BODY[] NIL)"),
+       Errc::protocol, "response code XJUNK of 32 bytes exceeds the limit of 16", 6,
+       Limits{.max_text = 16}},
   };
 
   // An announced literal larger than the limit is refused before allocation (§6.1 item 1).
@@ -851,6 +879,85 @@ std::vector<ErrorRow> error_rows() {
                                 "offset 18)",
                                 size),
                     18});
+  }
+
+  // Every number the parser reads, with each kind of bad value (protocol.md §6.1 items 17, 18):
+  // '#' in the template is replaced by the value; the error points at the value.
+  struct NumberField {
+    std::string name;
+    std::string line;  // with '#'
+    std::string what;
+    std::string rule;
+    bool check_empty = true;  // false where an empty value is not a number position
+  };
+  const std::vector<NumberField> fields = {
+      {"exists", "* # EXISTS", "message number", "number", false},
+      {"recent", "* # RECENT", "message number", "number", false},
+      {"expunge", "* # EXPUNGE", "message number", "number", false},
+      {"fetch_seq", "* # FETCH (UID 1)", "message number", "number", false},
+      {"fetch_uid", "* 1 FETCH (UID #)", "UID", "nz-number"},
+      {"fetch_modseq", "* 1 FETCH (MODSEQ (#))", "MODSEQ", "mod-sequence-value"},
+      {"fetch_rfc822_size", "* 1 FETCH (RFC822.SIZE #)", "RFC822.SIZE", "number64"},
+      {"fetch_origin", "* 1 FETCH (BODY[]<#> NIL)", "origin octet", "number"},
+      {"literal_size", "* 1 FETCH (BODY[] {#}", "literal size", "number64"},
+      {"code_uidvalidity", "* OK [UIDVALIDITY #] x", "UIDVALIDITY", "nz-number"},
+      {"code_uidnext", "* OK [UIDNEXT #] x", "UIDNEXT", "nz-number"},
+      {"code_unseen", "* OK [UNSEEN #] x", "UNSEEN", "nz-number"},
+      {"code_highestmodseq", "* OK [HIGHESTMODSEQ #] x", "HIGHESTMODSEQ", "mod-sequence-value"},
+      {"code_modified", "a1 NO [MODIFIED 1,#] x", "MODIFIED set", "nz-number"},
+      {"appenduid_validity", "a1 OK [APPENDUID # 5] x", "APPENDUID uidvalidity", "nz-number"},
+      {"appenduid_uid", "a1 OK [APPENDUID 1 4:#] x", "APPENDUID uid-set", "nz-number"},
+      {"copyuid_validity", "a1 OK [COPYUID # 1 2] x", "COPYUID uidvalidity", "nz-number"},
+      {"copyuid_source", "a1 OK [COPYUID 1 # 2] x", "COPYUID source uid-set", "nz-number"},
+      {"copyuid_destination", "a1 OK [COPYUID 1 2 #] x", "COPYUID destination uid-set",
+       "nz-number"},
+      {"status_messages", "* STATUS INBOX (MESSAGES #)", "MESSAGES", "number"},
+      {"status_recent", "* STATUS INBOX (RECENT #)", "RECENT", "number"},
+      {"status_uidnext", "* STATUS INBOX (UIDNEXT #)", "UIDNEXT", "nz-number"},
+      {"status_uidvalidity", "* STATUS INBOX (UIDVALIDITY #)", "UIDVALIDITY", "nz-number"},
+      {"status_unseen", "* STATUS INBOX (UNSEEN #)", "UNSEEN", "number"},
+      {"status_deleted", "* STATUS INBOX (DELETED #)", "DELETED", "number"},
+      {"status_size", "* STATUS INBOX (SIZE #)", "SIZE", "number64"},
+      {"status_highestmodseq", "* STATUS INBOX (HIGHESTMODSEQ #)", "HIGHESTMODSEQ",
+       "mod-sequence-valzer"},
+      // `* SEARCH 1 ` is a tolerated trailing space (Yahoo), so no empty row.
+      {"search", "* SEARCH 1 #", "SEARCH", "nz-number", false},
+      {"search_modseq", "* SEARCH 1 (MODSEQ #)", "MODSEQ", "mod-sequence-value"},
+      {"esearch_min", "* ESEARCH UID MIN #", "MIN", "nz-number"},
+      {"esearch_max", "* ESEARCH UID MAX #", "MAX", "nz-number"},
+      {"esearch_count", "* ESEARCH UID COUNT #", "COUNT", "number"},
+      {"esearch_all", "* ESEARCH UID ALL 1:3,#", "ESEARCH ALL", "nz-number"},
+      {"esearch_modseq", "* ESEARCH UID MIN 1 MODSEQ #", "MODSEQ", "mod-sequence-value"},
+      {"vanished", "* VANISHED #", "VANISHED UID", "nz-number"},
+      {"vanished_range_end", "* VANISHED 1:#", "VANISHED UID", "nz-number"},
+      {"vanished_earlier", "* VANISHED (EARLIER) 5,#", "VANISHED UID", "nz-number"},
+  };
+  for (const NumberField& f : fields) {
+    const std::size_t at = f.line.find('#');
+    const bool wide = f.rule.starts_with("mod-sequence") || f.rule == "number64";
+    const std::uint64_t lo = f.rule == "nz-number" || f.rule == "mod-sequence-value" ? 1 : 0;
+    const std::uint64_t hi = wide ? 9223372036854775807ull : 4294967295ull;
+    auto line = [&](std::string_view value) {
+      std::string out = f.line;
+      out.replace(at, 1, value);
+      return crlf(out);
+    };
+    auto range = [&](std::string_view value) {
+      return fmt::format("{} {} out of range for {} ({}..{})", f.what, value, f.rule, lo, hi);
+    };
+    auto add = [&](std::string_view kind, std::string_view value, std::string message) {
+      rows.push_back({fmt::format("number_{}_{}", f.name, kind), line(value), Errc::protocol,
+                      std::move(message), at});
+    };
+    add("negative", "-135", range("-135"));
+    add("negative_zero", "-0", range("-0"));
+    add("plus", "+135", fmt::format("{} +135: no sign allowed in {}", f.what, f.rule));
+    if (f.check_empty) add("empty", "", fmt::format("expected {} for {}", f.rule, f.what));
+    if (f.name == "literal_size") continue;  // bigger sizes are the reader's (huge_literal_*)
+    const std::string over = wide ? "9223372036854775808" : "4294967296";
+    add("over_range", over, range(over));
+    add("over_64_bits", "99999999999999999999", range("99999999999999999999"));
+    if (lo == 1) add("zero", "0", range("0"));
   }
   return rows;
 }
@@ -932,6 +1039,30 @@ TEST(Parser, LongLineEvidenceIsWindowed) {
   EXPECT_EQ(e.evidence.substr(0, 3), "...");
   EXPECT_EQ(e.evidence.substr(e.offset, 1), "0");
   EXPECT_EQ(e.evidence.substr(e.offset - 4, 6), "UID 0)");
+}
+
+// protocol.md §6.1 item 10 with the default limits: 10 MiB of text without CRLF is shorter than
+// Limits::max_line, so the FETCH after it ends up on the same line; the parser must refuse the
+// line, not return an OK whose text holds the FETCH.
+TEST(Parser, TenMebibyteTextHidesNoResponse) {
+  const std::string junk(10 << 20, 'x');
+  for (const std::string& head : {"* OK "s, "* XJUNK "s, "a1 OK "s, "+ "s}) {
+    Reader reader;
+    ASSERT_TRUE(
+        reader.feed(head + junk + "* 3 FETCH (UID 7 FLAGS (\\Seen))\r\na1 OK done\r\n").ok());
+    auto frame = reader.next();
+    ASSERT_TRUE(frame);
+    const auto r = parse_response(std::move(*frame));
+    ASSERT_FALSE(r.ok()) << head;
+    const bool unknown = head == "* XJUNK ";
+    const std::size_t at = unknown ? 2 : head.size();
+    const std::size_t size = head.size() - at + junk.size() + 31;
+    EXPECT_EQ(r.error().code, Errc::protocol);
+    EXPECT_EQ(r.error().message, fmt::format("{} of {} bytes exceeds the limit of 65536",
+                                             unknown ? "unknown response" : "response text", size));
+    EXPECT_EQ(r.error().evidence.substr(0, head.size() + 3), head + "xxx");
+    EXPECT_EQ(r.error().offset, at);
+  }
 }
 
 // Literal longer than announced, the extra bytes forging a tagged OK (protocol.md §6.1 item 4):

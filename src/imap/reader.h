@@ -37,6 +37,11 @@ struct Limits {
   // One text line (CRLF excluded). VANISHED (EARLIER) for a large mailbox with scattered
   // expunges can be megabytes long (100k ranges of 6-digit UIDs: 1.4 MB).
   std::size_t max_line = 16 << 20;
+  // Bytes the parser accepts without reading their structure: the free text of a status response
+  // or continuation request, an unknown response code's argument, an unknown response. None of
+  // these is ever long from a working server; a long one is a server that lost a CRLF, and the
+  // responses after it on the same line would otherwise vanish into the text.
+  std::size_t max_text = 64 << 10;
   std::uint64_t max_literal = 256ull << 20;  // one literal (a message body)
   std::size_t max_literals_per_response = 1 << 16;
   std::size_t max_nesting = 64;  // parenthesised lists (BODYSTRUCTURE, ...)

@@ -46,6 +46,10 @@ std::vector<BadInput> bad_inputs() {
       {"CopyUidSetsOfDifferentSize", "{tag} OK [COPYUID 7 1:3 10:11] done\r\n", true},
       {"AppendUidWithStar", "{tag} OK [APPENDUID 7 *] done\r\n", true},
       {"UnknownTag", "ZZZ9 OK what\r\n", true},
+      // A sign makes no number valid: `* -135 EXISTS` was an unknown response (size read as 0).
+      {"ExistsNegative", "* -135 EXISTS\r\n{tag} OK done\r\n", true},
+      {"FetchUidWithPlus", "* 1 FETCH (UID +5 FLAGS ())\r\n{tag} OK done\r\n", true},
+      {"LiteralSizeNegative", "* 1 FETCH (UID 1 BODY[] {-5}\r\nhello)\r\n{tag} OK done\r\n", true},
       {"Garbage", "\x01\x02\x03 garbage \xff\r\n", true},
       // Tolerated quirks: the NOOP completes normally.
       {"HighestModseqWithoutText", "* OK [HIGHESTMODSEQ 5]\r\n{tag} OK done\r\n", false},
@@ -117,6 +121,80 @@ INSTANTIATE_TEST_SUITE_P(ProtocolChecklist, ClientBadInput,
                            return std::string(std::get<0>(info.param).name) +
                                   (std::get<1>(info.param) ? "_ByteAtATime" : "_OneChunk");
                          });
+
+// protocol.md §6.1 item 10: a corrupted server sends 10 MiB without CRLF, then real responses.
+// The 10 MiB fit under Limits::max_line, so they and the FETCH after them arrive as one line;
+// the NOOP must fail with a protocol error naming that line, and neither the FETCH (a flag change)
+// nor the tagged OK after it may be taken as the answer.
+struct LongLine {
+  const char* name;
+  std::string head;  // what the 10 MiB of 'x' follow
+  std::string message;
+  std::string evidence;  // how the error's evidence starts
+};
+
+void PrintTo(const LongLine& input, std::ostream* os) { *os << input.name; }
+
+class ClientTenMebibyteLine : public ::testing::TestWithParam<LongLine> {};
+
+TEST_P(ClientTenMebibyteLine, FailsWithProtocolErrorAndInterpretsNothingAfter) {
+  const LongLine& input = GetParam();
+  const std::string junk(10 << 20, 'x');
+  fake_server::Options options;
+  options.step_timeout = 10000ms;
+  FakeServer server(
+      Script()
+          .send("* OK [CAPABILITY IMAP4rev1] hi\r\n")
+          .expect_tagged("LOGIN")
+          .send("{tag} OK [CAPABILITY IMAP4rev1] in\r\n")
+          .expect_tagged_line("NOOP")
+          .send(input.head + junk + "* 3 FETCH (UID 7 FLAGS (\\Seen))\r\n{tag} OK done\r\n")
+          .shutdown_write()
+          .expect_eof(),
+      options);
+
+  Endpoint e;
+  e.type = EndpointType::imap;
+  e.host = "127.0.0.1";
+  e.port = std::to_string(server.port());
+  e.starttls = false;
+  e.username = "joe";
+  e.password = "pw";
+  e.io_timeout = 10s;
+  auto client = run_coroutine(Client::connect(e));
+  ASSERT_TRUE(client.ok()) << client.error().to_string();
+  auto& c = **client;
+  auto done = run_coroutine(c.wait(c.session().noop()));
+  ASSERT_FALSE(done.ok()) << "the NOOP completed with " << done->status.text.size()
+                          << " bytes of text";
+  EXPECT_EQ(done.error().code, Errc::protocol) << done.error().to_string();
+  EXPECT_EQ(done.error().message, input.message);
+  EXPECT_TRUE(done.error().has_offset);
+  EXPECT_EQ(done.error().evidence.substr(0, input.evidence.size()), input.evidence);
+  EXPECT_EQ(c.session().next_unsolicited(), std::nullopt);
+  server.wait();
+  EXPECT_TRUE(server.ok()) << server.describe();
+  EXPECT_EQ(server.result().received(), "T1 LOGIN joe pw\r\nT2 NOOP\r\n");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    ProtocolChecklist, ClientTenMebibyteLine,
+    ::testing::Values(
+        LongLine{"UntaggedOkText", "* OK ",
+                 "remote: bad response from the server: response text of 10485791 bytes exceeds "
+                 "the limit of 65536",
+                 "* OK xxx"},
+        LongLine{"UnknownResponse", "* XJUNK ",
+                 "remote: bad response from the server: unknown response of 10485797 bytes "
+                 "exceeds the limit of 65536",
+                 "* XJUNK xxx"},
+        LongLine{"TaggedOkText", "{tag} OK ",
+                 "remote: bad response from the server: response text of 10485791 bytes exceeds "
+                 "the limit of 65536",
+                 "T2 OK xxx"},
+        LongLine{"NoStructure", "", "remote: bad response from the server: expected SP after tag",
+                 "...xxx"}),
+    [](const ::testing::TestParamInfo<LongLine>& info) { return std::string(info.param.name); });
 
 }  // namespace
 }  // namespace twinbox::net

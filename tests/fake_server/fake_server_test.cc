@@ -339,12 +339,14 @@ TEST(FakeServer, TaggedExpectationsRejectWrongCommandsAndTags) {
   FakeServer wrong(Script().expect_tagged("LOGIN"));
   Fd c = connect_tcp(wrong.port());
   write_all(c.get(), "a1 LOGINX joe\r\n");
+  ASSERT_TRUE(wrong.result().failure) << wrong.describe();
   EXPECT_EQ(wrong.result().failure->to_string(),
             R"(step 0 (expect_tagged LOGIN): not a LOGIN command; received "a1 LOGINX joe\r\n")");
 
   FakeServer bad_tag(Script().expect_tagged("NOOP"));
   Fd d = connect_tcp(bad_tag.port());
   write_all(d.get(), "a+1 NOOP\r\n");
+  ASSERT_TRUE(bad_tag.result().failure) << bad_tag.describe();
   EXPECT_EQ(bad_tag.result().failure->to_string(),
             R"(step 0 (expect_tagged NOOP): no valid tag; received "a+1 NOOP\r\n")");
 }
@@ -370,6 +372,7 @@ TEST(FakeServer, MissingTagForPlaceholderIsAFailure) {
   // {tag} before any tagged command is a script error reported at its step.
   FakeServer server(Script().send_tagged("OK too early"));
   Fd c = connect_tcp(server.port());
+  ASSERT_TRUE(server.result().failure) << server.describe();
   EXPECT_EQ(server.result().failure->to_string(),
             R"(step 0 (send "{tag} OK too early\r\n"): no tag captured for {tag})");
 }
@@ -386,6 +389,19 @@ TEST(FakeServer, ChunkedSendIsReassembledByTheClient) {
   EXPECT_GT(end.reads, 1);
   c.reset();
   EXPECT_TRUE(server.ok()) << server.describe();
+}
+
+TEST(FakeServer, SendsATenMebibyteLineWithoutCrlfExactly) {
+  // A corrupted server's 10 MiB without CRLF, then a real response: every byte arrives as given.
+  const std::string bytes = std::string(10 << 20, 'x') + "* 1 EXISTS\r\n";
+  FakeServer server(Script().send(bytes));
+  Fd c = connect_tcp(server.port());
+  const ReadEnd end = read_some(c.get(), bytes.size());
+  EXPECT_EQ(end.bytes.size(), bytes.size());
+  EXPECT_TRUE(end.bytes == bytes);  // not EXPECT_EQ: a failure would print 10 MiB
+  c.reset();
+  ASSERT_TRUE(server.ok()) << server.describe();
+  EXPECT_EQ(server.result().sent.size(), bytes.size());
 }
 
 TEST(FakeServer, DropAfterBytesEndsTheStreamMidResponse) {
@@ -472,6 +488,7 @@ TEST(FakeServer, ExpectEofRequiresTheClientToLeaveSilently) {
   expect_read(d.get(), "* PREAUTH hi\r\n");
   write_all(d.get(), "T1 SELECT INBOX\r\n");
   d.reset();
+  ASSERT_TRUE(bad.result().failure) << bad.describe();
   EXPECT_EQ(
       bad.result().failure->to_string(),
       R"(step 1 (expect_eof): the client sent bytes instead of closing; received "T1 SELECT INBOX\r\n")");
@@ -644,6 +661,7 @@ TEST(FakeServer, PlaintextPipelinedAfterStartTlsIsAFailure) {
   Fd c = connect_tcp(server.port());
   write_all(c.get(), "T1 STARTTLS\r\nT2 LOGIN joe secret\r\n");
   c.reset();
+  ASSERT_TRUE(server.result().failure) << server.describe();
   EXPECT_EQ(
       server.result().failure->to_string(),
       R"(step 2 (start_tls): the client sent 21 bytes after its last command and before the TLS handshake; received "T2 LOGIN joe secret\r\n")");
@@ -783,6 +801,7 @@ TEST(FakeServer, NoClientIsAnAcceptFailure) {
   Options options;
   options.accept_timeout = 50ms;
   FakeServer server(Script().send("* OK\r\n"), options);
+  ASSERT_TRUE(server.result().failure) << server.describe();
   EXPECT_EQ(server.result().failure->to_string(), "accept: no client connected within 50 ms");
   EXPECT_FALSE(server.result().connected);
 }
