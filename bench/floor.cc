@@ -20,27 +20,27 @@
 #include "base/log.h"
 #include "cli/endpoint.h"
 #include "config/config.h"
-#include "sync/replica.h"
+#include "sync/imap_store.h"
 
 namespace twinbox::bench {
 namespace {
 
-using sync::Replica;
+using sync::ImapStore;
 using sync::Side;
 
 constexpr std::size_t kBatchBytes = 8u << 20;
 constexpr std::size_t kBatchCount = 200;
 
 struct Lane {
-  std::unique_ptr<Replica> from, to;
+  std::unique_ptr<ImapStore> from, to;
 };
 
-asio::awaitable<Result<std::unique_ptr<Replica>>> open(const config::Config& config, Side side) {
+asio::awaitable<Result<std::unique_ptr<ImapStore>>> open(const config::Config& config, Side side) {
   auto endpoint = cli::make_endpoint(side == Side::local ? config.local : config.remote, false);
   if (!endpoint) co_return endpoint.error();
   auto client = co_await net::Client::connect(std::move(*endpoint));
   if (!client) co_return client.error();
-  auto replica = std::make_unique<Replica>(side, std::move(*client), "");
+  auto replica = std::make_unique<ImapStore>(side, std::move(*client), "");
   Status prepared = co_await replica->prepare();
   if (!prepared) co_return prepared.error();
   co_return replica;
@@ -69,17 +69,17 @@ asio::awaitable<Status> copy_mailbox(Lane& lane, const std::string& name, std::s
   auto bodies = co_await lane.from->fetch_bodies(batches[0]);
   for (std::size_t k = 0; k < batches.size(); ++k) {
     if (!bodies) co_return bodies.error();
-    std::vector<imap::cmd::AppendMessage> messages;
+    std::vector<sync::OutgoingMessage> messages;
     for (auto& fetched : *bodies) {
       if (fetched.body.empty()) continue;
-      imap::cmd::AppendMessage m;
+      sync::OutgoingMessage m;
       m.flags = by_uid[fetched.uid]->flags;
       m.internal_date = by_uid[fetched.uid]->internal_date;
       m.content = std::move(fetched.body);
       messages.push_back(std::move(m));
     }
     const std::size_t count = messages.size();
-    Result<Replica::Appended> appended = Replica::Appended{};
+    Result<sync::Appended> appended = sync::Appended{};
     if (k + 1 < batches.size()) {
       using namespace asio::experimental::awaitable_operators;
       auto appending = lane.to->append(name, std::move(messages));

@@ -20,6 +20,7 @@
 #include "config/config.h"
 #include "store/state_db.h"
 #include "sync/engine.h"
+#include "sync/imap_store.h"
 
 namespace twinbox::cli {
 namespace {
@@ -136,7 +137,9 @@ asio::awaitable<int> run_sync(asio::io_context& io, const config::Config& config
   engine_options.jobs = static_cast<std::size_t>(options.jobs);
   if (options.watch) engine_options.watch = std::chrono::seconds(*options.watch);
   engine_options.notify = options.notify;
-  sync::Engine engine(config, engine_options, **db, std::move(endpoints));
+  sync::ImapConnector connector(std::move(endpoints),
+                                {config.local.list_reference, config.remote.list_reference});
+  sync::Engine engine(config, engine_options, **db, connector);
   StopOnSignal stop(io, engine);
   if (options.remove || options.rename) {
     // Two statements, not a conditional expression: g++ 12 miscompiles co_await inside ?:.

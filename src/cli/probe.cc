@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "imap/mailbox_name.h"
+#include "sync/capabilities.h"
 
 namespace twinbox::cli {
 
@@ -16,14 +17,7 @@ struct Extension {
   const char* why;
 };
 
-// What the sync engine relies on (issue 3), and what makes it faster or wider.
-constexpr Extension kRequired[] = {
-    {"QRESYNC", "RFC 7162: changes and expunges since the last sync in one round trip"},
-    {"CONDSTORE", "RFC 7162: mod-sequences, conditional STORE"},
-    {"ENABLE", "RFC 5161: needed to turn QRESYNC on"},
-    {"UIDPLUS", "RFC 4315: APPENDUID mapping and UID EXPUNGE"},
-    {"LIST-EXTENDED", "RFC 5258: subscriptions and selection options in one LIST"},
-};
+// What makes the sync faster or wider (the required ones are sync/capabilities.h).
 constexpr Extension kOptional[] = {
     {"LIST-STATUS", "RFC 5819: STATUS of every mailbox within the LIST"},
     {"LITERAL+", "RFC 7888: no round trip per literal"},
@@ -38,9 +32,7 @@ constexpr Extension kOptional[] = {
     {"BINARY", "RFC 3516: binary message data"},
 };
 
-bool has(const imap::Session& session, const char* name) {
-  // QRESYNC implies CONDSTORE (RFC 7162 §3.2.3).
-  if (std::string_view(name) == "CONDSTORE" && session.has_capability("QRESYNC")) return true;
+bool has(const imap::Session& session, std::string_view name) {
   return session.has_capability(name);
 }
 
@@ -60,8 +52,9 @@ std::string describe_status(const imap::StatusData& s) {
 // Prints the required and optional extension table; returns whether all required are present.
 bool print_extensions(const imap::Session& session, const std::string& name, std::FILE* out) {
   bool all_required = true;
-  for (const auto& ext : kRequired) {
-    const bool present = has(session, ext.name);
+  const auto offered = [&](std::string_view name) { return has(session, name); };
+  for (const auto& ext : sync::kRequiredCapabilities) {
+    const bool present = sync::offers(ext, offered);
     all_required = all_required && present;
     fmt::print(out, "{}:   required {:<18} {:<4} {}\n", name, ext.name, present ? "yes" : "NO",
                ext.why);

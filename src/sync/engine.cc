@@ -15,6 +15,7 @@
 
 #include "base/log.h"
 #include "sync/digest.h"
+#include "sync/dry_run_store.h"
 #include "sync/planner.h"
 
 namespace twinbox::sync {
@@ -32,9 +33,9 @@ constexpr std::uint64_t kStreamThreshold = 1u << 20;
 // the last piece is in hand, and before it is written (so before the server can complete the
 // APPEND), its hash is committed into the intent: recovery after a crash can then recognise the
 // copy, and an intent without a hash proves that the APPEND never completed.
-class HashingSource : public net::BodySource {
+class HashingSource : public BodySource {
  public:
-  HashingSource(BodyPieces& pieces, store::StateDb& db, store::IntentId intent)
+  HashingSource(BodyReader& pieces, store::StateDb& db, store::IntentId intent)
       : pieces_(pieces), db_(db), intent_(intent) {}
 
   asio::awaitable<Result<std::string>> next_piece() override {
@@ -53,7 +54,7 @@ class HashingSource : public net::BodySource {
   }
 
  private:
-  BodyPieces& pieces_;
+  BodyReader& pieces_;
   store::StateDb& db_;
   store::IntentId intent_;
   Sha256 hasher_;
@@ -126,8 +127,8 @@ std::string log_prefix(Side side, const std::string& internal_name) {
 }
 
 Engine::Engine(const config::Config& config, EngineOptions options, store::StateDb& db,
-               PerSide<net::Endpoint> endpoints)
-    : config_(config), options_(std::move(options)), db_(db), endpoints_(std::move(endpoints)) {
+               StoreConnector& connector)
+    : config_(config), options_(std::move(options)), db_(db), connector_(connector) {
   log_prefix_format() = config_.log_prefix;
 }
 
@@ -142,24 +143,19 @@ bool Engine::ignored(const std::string& name) const {
   return rc >= 0;
 }
 
-asio::awaitable<Result<std::unique_ptr<Replica>>> Engine::open_replica(Side side) {
-  auto client = co_await net::Client::connect(endpoints_[side]);
-  if (!client) co_return client.error();
-  const auto& section = side == Side::local ? config_.local : config_.remote;
-  auto replica = std::make_unique<Replica>(side, std::move(*client), section.list_reference);
-  Status prepared = co_await replica->prepare();
-  if (!prepared) co_return prepared.error();
-  // Another connection to the same server already listed it: same delimiter, no LIST needed.
-  if (replicas_[side]) replica->adopt_delimiter(*replicas_[side]);
-  co_return replica;
+asio::awaitable<Result<std::unique_ptr<MailStore>>> Engine::open_store(Side side) {
+  auto opened = co_await connector_.open(side, stores_[side].get());
+  if (!opened) co_return opened.error();
+  if (options_.dry_run) co_return std::make_unique<DryRunStore>(std::move(*opened));
+  co_return std::move(*opened);
 }
 
-asio::awaitable<Result<PerSide<std::unique_ptr<Replica>>>> Engine::open_lane() {
+asio::awaitable<Result<PerSide<std::unique_ptr<MailStore>>>> Engine::open_lane() {
   // Both servers at once: the handshakes' round trips overlap.
-  auto open_local = open_replica(Side::local);
-  auto open_remote = open_replica(Side::remote);
+  auto open_local = open_store(Side::local);
+  auto open_remote = open_store(Side::remote);
   auto opened = co_await both(std::move(open_local), std::move(open_remote));
-  PerSide<std::unique_ptr<Replica>> lane;
+  PerSide<std::unique_ptr<MailStore>> lane;
   for (Side side : kSides) {
     if (!opened[side]) co_return opened[side].error();
     lane[side] = std::move(*opened[side]);
@@ -170,13 +166,13 @@ asio::awaitable<Result<PerSide<std::unique_ptr<Replica>>>> Engine::open_lane() {
 asio::awaitable<Status> Engine::connect() {
   auto lane = co_await open_lane();
   if (!lane) co_return lane.error();
-  replicas_ = std::move(*lane);
+  stores_ = std::move(*lane);
   co_return ok_status();
 }
 
 Lane Engine::lane0() const {
   Lane lane;
-  for (Side side : kSides) lane[side] = replicas_[side].get();
+  for (Side side : kSides) lane[side] = stores_[side].get();
   return lane;
 }
 
@@ -199,14 +195,14 @@ Status Engine::compile_ignore_pattern() {
   return ok_status();
 }
 
-void Engine::close_lanes(std::vector<PerSide<std::unique_ptr<Replica>>>& lanes) {
+void Engine::close_lanes(std::vector<PerSide<std::unique_ptr<MailStore>>>& lanes) {
   for (auto& lane : lanes) {
     for (Side side : kSides) {
       if (!lane[side]) continue;
-      const auto counters = lane[side]->client().counters();
-      summary_.wire_in[side] += counters.wire_in;
-      summary_.wire_out[side] += counters.wire_out;
-      lane[side]->client().close();
+      const Traffic traffic = lane[side]->traffic();
+      summary_.wire_in[side] += traffic.in;
+      summary_.wire_out[side] += traffic.out;
+      lane[side]->close();
       lane[side].reset();
     }
   }
@@ -214,7 +210,7 @@ void Engine::close_lanes(std::vector<PerSide<std::unique_ptr<Replica>>>& lanes) 
 }
 
 void Engine::disconnect() {
-  extra_lanes_.push_back(std::move(replicas_));
+  extra_lanes_.push_back(std::move(stores_));
   close_lanes(extra_lanes_);
 }
 
@@ -230,9 +226,7 @@ asio::awaitable<void> Engine::pause(std::chrono::milliseconds duration) {
 
 std::string Engine::from_command_line(std::string name) const {
   // Names on the command line use the local delimiter (InterIMAP); internally it is NUL.
-  const auto delimiter =
-      replicas_[Side::local] ? replicas_[Side::local]->delimiter() : std::nullopt;
-  if (delimiter) std::replace(name.begin(), name.end(), *delimiter, '\0');
+  if (local_delimiter_) std::replace(name.begin(), name.end(), *local_delimiter_, '\0');
   return name;
 }
 
@@ -247,7 +241,7 @@ asio::awaitable<Result<RunSummary>> Engine::run() {
   };
   while (!stop_) {
     Status step = ok_status();
-    if (!replicas_[Side::local] || !replicas_[Side::remote]) step = co_await connect();
+    if (!stores_[Side::local] || !stores_[Side::remote]) step = co_await connect();
     if (step) step = co_await cycle();
     if (step && options_.watch && !stop_) {
       auto woke = co_await wait_for_changes();
@@ -277,7 +271,7 @@ asio::awaitable<Result<RunSummary>> Engine::run() {
 asio::awaitable<Status> Engine::cycle() {
   // LIST-STATUS may not report the selected mailbox exactly (RFC 5819 §4): leave it first.
   for (Side side : kSides) {
-    Status left = co_await replicas_[side]->unselect();
+    Status left = co_await stores_[side]->unselect();
     if (!left) co_return left;
   }
   auto names = co_await reconcile_mailboxes();
@@ -335,7 +329,7 @@ asio::awaitable<void> Engine::extra_lane_worker(std::size_t k, const std::vector
   }
   Lane lane;
   for (Side side : kSides) lane[side] = (*opened)[side].get();
-  extra_lanes_.push_back(std::move(*opened));  // the Replicas stay put; closed after the cycle
+  extra_lanes_.push_back(std::move(*opened));  // the stores stay put; closed after the cycle
   co_await sync_worker(lane, work, next, fatal);
 }
 
@@ -377,8 +371,8 @@ asio::awaitable<Result<bool>> Engine::wait_for_changes() {
   // the other mailboxes are looked at by the full cycle every `watch` seconds.
   PerSide<bool> notifying{}, idling{};
   for (Side side : kSides) {
-    auto& replica = *replicas_[side];
-    if (options_.notify && replica.client().session().has_capability("NOTIFY")) {
+    auto& replica = *stores_[side];
+    if (options_.notify && replica.can_notify()) {
       Status set = co_await replica.notify(true);
       if (!set) co_return set.error();
       notifying[side] = true;
@@ -394,7 +388,7 @@ asio::awaitable<Result<bool>> Engine::wait_for_changes() {
   bool changed = false;
   while (!stop_ && !changed && std::chrono::steady_clock::now() < until) {
     for (Side side : kSides) {
-      auto woke = co_await replicas_[side]->wait_for_change(std::chrono::milliseconds(250));
+      auto woke = co_await stores_[side]->wait_for_change(std::chrono::milliseconds(250));
       if (!woke) co_return woke.error();
       if (*woke) {
         log_debug("{}: change announced", side_name(side));
@@ -404,11 +398,11 @@ asio::awaitable<Result<bool>> Engine::wait_for_changes() {
   }
   for (Side side : kSides) {
     if (idling[side]) {
-      Status done = co_await replicas_[side]->stop_idle();
+      Status done = co_await stores_[side]->stop_idle();
       if (!done) co_return done.error();
     }
     if (notifying[side]) {
-      Status done = co_await replicas_[side]->notify(false);
+      Status done = co_await stores_[side]->notify(false);
       if (!done) co_return done.error();
     }
   }
@@ -421,8 +415,8 @@ asio::awaitable<Result<std::vector<std::string>>> Engine::reconcile_mailboxes() 
     patterns.clear();
     for (const auto& name : options_.mailboxes) patterns.push_back(from_command_line(name));
   }
-  auto list_local = replicas_[Side::local]->list(patterns, config_.list_select_opts);
-  auto list_remote = replicas_[Side::remote]->list(patterns, config_.list_select_opts);
+  auto list_local = stores_[Side::local]->list(patterns, config_.list_select_opts);
+  auto list_remote = stores_[Side::remote]->list(patterns, config_.list_select_opts);
   auto listed = co_await both(std::move(list_local), std::move(list_remote));
   for (Side side : kSides) {
     if (!listed[side]) co_return listed[side].error();
@@ -462,7 +456,7 @@ asio::awaitable<Result<std::vector<std::string>>> Engine::reconcile_mailboxes() 
       // New mailbox. Names are visited in order, so a selectable parent missing too was created
       // just before; a server creates any other superior names itself (RFC 3501 §6.3.3), and
       // creating them here would turn a \Noselect parent into a mailbox that exists on one side.
-      Status created = co_await replicas_[side]->create(name);
+      Status created = co_await stores_[side]->create(name);
       if (!created) co_return created.error();
       log_info("{}created mailbox", log_prefix(side, name));
       ListedMailbox made;
@@ -484,7 +478,7 @@ asio::awaitable<Result<std::vector<std::string>>> Engine::reconcile_mailboxes() 
     }
     for (Side side : kSides) {
       if (subscribed[side] == wanted) continue;
-      Status changed = co_await replicas_[side]->subscribe(name, wanted);
+      Status changed = co_await stores_[side]->subscribe(name, wanted);
       if (!changed) co_return changed.error();
       log_info("{}{}", log_prefix(side, name), wanted ? "subscribed" : "unsubscribed");
     }
@@ -504,306 +498,324 @@ asio::awaitable<Result<std::vector<std::string>>> Engine::reconcile_mailboxes() 
 }
 
 asio::awaitable<Status> Engine::sync_mailbox(const std::string& name, const Lane& lane) {
-  auto record = db_.find_mailbox(name);
-  if (!record) co_return record.error();
-  if (!*record) co_return Error(Errc::internal, "mailbox missing from the state database");
-  const store::MailboxId id = (*record)->id;
-  PerSide<store::SideState> recorded;
-  for (Side side : kSides) recorded[side] = (*record)->sides[side];
-  auto pending = db_.pending_intents(id);
-  if (!pending) co_return pending.error();
-
-  PerSide<SideObservation> seen;
-  PerSide<bool> reset{};
-  {
-    // Both sides at once: each is its own connection.
-    auto observe_local = lane[Side::local]->observe(name, recorded[Side::local]);
-    auto observe_remote = lane[Side::remote]->observe(name, recorded[Side::remote]);
-    auto observed = co_await both(std::move(observe_local), std::move(observe_remote));
-    for (Side side : kSides) {
-      if (!observed[side]) co_return observed[side].error();
-      seen[side] = std::move(*observed[side]);
-      reset[side] = seen[side].uidvalidity_changed;
-    }
-  }
-  if (reset[Side::local] && reset[Side::remote]) {
-    co_return Error(Errc::protocol,
-                    fmt::format("{}: UIDVALIDITY changed on both sides; nothing was changed in "
-                                "this mailbox (there is no side left to re-match against)",
-                                shown(name)));
-  }
-  for (Side side : kSides) {
-    if (!reset[side]) continue;
-    // The UIDs recorded for this side are void, the messages are not gone: never turn this into
-    // deletions (RFC 7162 §3.2.5.1). Keep the pairs as orphans of the other side, observe this
-    // side afresh and re-match by size and content below.
-    log_warning("{}UIDVALIDITY changed from {} to {}: re-matching its messages by content",
-                log_prefix(side, name), *recorded[side].uidvalidity, seen[side].uidvalidity);
-    auto cleared = db_.clear_side(id, side);
-    if (!cleared) co_return cleared.error();
-    recorded[side] = store::SideState{};
-    auto observed = co_await lane[side]->observe(name, recorded[side]);
-    if (!observed) co_return observed.error();
-    seen[side] = std::move(*observed);
-  }
-  auto orphan_count = db_.count_orphans(id);
-  if (!orphan_count) co_return orphan_count.error();
-  if (*orphan_count > 0) {
-    Status rematched = co_await rematch_orphans(lane, id, name, seen);
-    if (!rematched) co_return rematched;
-  }
-  if (!pending->empty()) {
-    Status recovered = co_await recover_intents(lane, id, name);
-    if (!recovered) co_return recovered;
-  }
-
-  auto pairs = db_.pairs(id, Side::local);
-  if (!pairs) co_return pairs.error();
-  PerSide<std::set<Uid>> paired;
-  for (const auto& p : *pairs) {
-    for (Side side : kSides) paired[side].insert(p.uids[side]);
-  }
-  // Messages an interrupted run appended and recorded are above the recorded UIDNEXT but
-  // already paired: not new.
-  for (Side side : kSides) {
-    std::erase_if(seen[side].changes.added,
-                  [&](const NewMessage& m) { return paired[side].count(m.uid) > 0; });
-  }
-
-  // Distrust the server (issue 3 §4): change tracking that went backwards, or a message count
-  // that the recorded pairs, the VANISHED set and the new messages do not explain, means
-  // CHANGEDSINCE/VANISHED cannot be relied on: re-read the whole side.
-  PerSide<std::optional<Replica::FullObservation>> full;
-  PerSide<std::vector<std::string>> distrust;
-  for (Side side : kSides) {
-    std::vector<std::string> reasons = seen[side].distrust;
-    if (!reset[side] && recorded[side].uidnext && !options_.repair) {
-      std::size_t expected = 0;
-      for (Uid uid : paired[side]) expected += seen[side].vanished_set.contains(uid) ? 0 : 1;
-      expected += seen[side].changes.added.size();
-      if (expected != seen[side].exists) {
-        reasons.push_back(fmt::format(
-            "the mailbox has {} message(s) but the recorded state and the changes reported "
-            "since account for {}",
-            seen[side].exists, expected));
-      }
-    }
-    distrust[side] = std::move(reasons);
-  }
-  // Either side in doubt: re-read both, so that messages the state lost track of on one side can
-  // be paired by content with their partners on the other instead of being copied again.
-  const bool reread =
-      options_.repair || !distrust[Side::local].empty() || !distrust[Side::remote].empty();
-  for (Side side : kSides) {
-    if (!reread) break;
-    for (const auto& reason : distrust[side]) {
-      log_warning("{}{}: re-reading the whole mailbox", log_prefix(side, name), reason);
-    }
-    auto all = co_await lane[side]->observe_all(name);
-    if (!all) co_return all.error();
-    if (all->state.uidvalidity != seen[side].uidvalidity) {
-      co_return Error(Errc::protocol, fmt::format("{}: UIDVALIDITY changed during the sync",
-                                                  mailbox_label(side, name)));
-    }
-    seen[side] = all->state;
-    full[side] = std::move(*all);
-  }
-
-  MailboxObservation observation;
-  Plan extra;  // what the full re-read decides outside the planner: copies back and forgets
-  PerSide<std::map<Uid, const MessageSummary*>> present;
-  for (Side side : kSides) {
-    if (!full[side]) continue;
-    for (const auto& m : full[side]->messages) present[side][m.uid] = &m;
-  }
-  const auto gone = [&](Side side, Uid uid) {
-    return full[side] ? !present[side].count(uid) : seen[side].vanished_set.contains(uid);
-  };
-  for (const auto& p : *pairs) {
-    Pair pair{p.uids[Side::local], p.uids[Side::remote], split_flags(p.flags)};
-    PerSide<bool> missing{};
-    for (Side side : kSides) missing[side] = full[side] && gone(side, p.uids[side]);
-    if (missing[Side::local] || missing[Side::remote]) {
-      const bool both = (missing[Side::local] || gone(Side::local, pair.local_uid)) &&
-                        (missing[Side::remote] || gone(Side::remote, pair.remote_uid));
-      if (both) {
-        log_warning("{}: pair (local UID {}, remote UID {}) is gone from both sides; forgetting it",
-                    shown(name), pair.local_uid, pair.remote_uid);
-        extra.forgets.push_back({pair});
-      } else {
-        // Recorded as synced, absent without a VANISHED to say it was expunged: copy it back
-        // from the side that still has it rather than expunge it there.
-        const Side from = missing[Side::local] ? Side::remote : Side::local;
-        const Uid uid = p.uids[from];
-        log_warning("{}UID {} disappeared; copying UID {} back from {}",
-                    log_prefix(other(from), name), p.uids[other(from)], uid, side_name(from));
-        CopyAction copy;
-        copy.from = from;
-        copy.uid = uid;
-        copy.flags = pair.flags;
-        if (full[from]) {
-          copy.flags = present[from].at(uid)->flags;
-        } else if (auto f = seen[from].changes.flags.find(uid);
-                   f != seen[from].changes.flags.end()) {
-          copy.flags = f->second;
-        }
-        seen[from].changes.flags.erase(uid);
-        copy.replaces = pair;
-        extra.copies.push_back(std::move(copy));
-      }
-      continue;
-    }
-    for (Side side : kSides) {
-      if (!full[side]) continue;
-      const MessageSummary& m = *present[side].at(p.uids[side]);
-      if (!same_flags(m.flags, pair.flags)) {
-        seen[side].changes.flags[m.uid] = m.flags;
-        seen[side].changes.modseq[m.uid] = m.modseq;
-      }
-    }
-    observation.pairs.push_back(std::move(pair));
-  }
-  for (Side side : kSides) {
-    if (!full[side]) continue;
-    seen[side].changes.added.clear();
-    for (const auto& m : full[side]->messages) {
-      if (paired[side].count(m.uid)) continue;
-      if (!options_.repair && m.uid < recorded[side].uidnext.value_or(1)) {
-        log_warning("{}UID {} is not in the state database; copying it", log_prefix(side, name),
-                    m.uid);
-      }
-      seen[side].changes.added.push_back({m.uid, m.flags, m.internal_date, m.size});
-    }
-  }
-  // Both sides hold messages the database knows nothing about (--repair, or a first sync of a
-  // mailbox that already exists on both sides, e.g. after `--target=database --delete`): pair
-  // the identical ones instead of copying each of them both ways.
-  const bool first_sync = !recorded[Side::local].uidvalidity && !recorded[Side::remote].uidvalidity;
-  if ((full[Side::local] && full[Side::remote]) ||
-      (first_sync && !seen[Side::local].changes.added.empty() &&
-       !seen[Side::remote].changes.added.empty())) {
-    Status matched = co_await pair_by_content(lane, id, name, seen, observation);
-    if (!matched) co_return matched;
-  }
-
-  for (Side side : kSides) {
-    SideChanges changes = seen[side].changes;
-    if (!full[side]) {
-      for (Uid uid : paired[side]) {
-        if (seen[side].vanished_set.contains(uid)) changes.vanished.push_back(uid);
-      }
-    }
-    observation.changes[side] = std::move(changes);
-  }
-  auto plan = plan_mailbox(observation);
+  MailboxSync m;
+  m.name = name;
+  Status step = co_await observe_mailbox(lane, m);
+  if (step) step = co_await recover_interrupted(lane, m);
+  if (step) step = load_pairs(m);
+  if (step) step = co_await reread_if_distrusted(lane, m);
+  if (!step) co_return step;
+  auto observation = co_await observation_of(lane, m);
+  if (!observation) co_return observation.error();
+  auto plan = plan_mailbox(*observation);
   if (!plan) co_return plan.error();
-  for (auto& copy : extra.copies) plan->copies.push_back(std::move(copy));
-  for (auto& forget : extra.forgets) plan->forgets.push_back(std::move(forget));
   for (const auto& note : plan->notes) log_warning("{}: {}", shown(name), note);
   summary_.conflicts += plan->notes.size();
   if (options_.dry_run) {
     const std::string text = describe(*plan);
-    if (!text.empty()) fmt::print("{}:\n{}", shown(name), text);
+    fmt::print("{}: {}", shown(name), text.empty() ? "nothing to do\n" : "\n" + text);
+    std::fflush(stdout);
     co_return ok_status();
   }
-  Status executed = co_await execute(lane, id, name, *plan, seen);
+  Status executed = co_await execute(lane, m.id, name, *plan, m.seen);
   if (!executed) co_return executed;
   ++summary_.mailboxes_synced;
   co_return ok_status();
 }
 
-asio::awaitable<Status> Engine::pair_by_content(const Lane& lane, store::MailboxId id,
-                                                const std::string& name,
-                                                PerSide<SideObservation>& seen,
-                                                MailboxObservation& observation) {
-  // --repair: messages on both sides that the database does not pair may be the same message
-  // (a lost or older database). Pair those with equal size and SHA-256 instead of copying them
-  // both ways; the base flags are what both sides share, so the merge keeps every flag set.
-  std::multimap<std::uint64_t, std::size_t> remote_by_size;
-  auto& remote_added = seen[Side::remote].changes.added;
-  auto& local_added = seen[Side::local].changes.added;
-  for (std::size_t i = 0; i < remote_added.size(); ++i) {
-    remote_by_size.emplace(remote_added[i].size, i);
-  }
-  std::set<std::size_t> taken_remote, taken_local;
-  std::size_t matched = 0;
-  for (std::size_t i = 0; i < local_added.size(); ++i) {
-    const NewMessage& mine = local_added[i];
-    auto [first, last] = remote_by_size.equal_range(mine.size);
-    if (first == last) continue;
-    auto local_hash = co_await body_hash(lane, Side::local, mine.uid, mine.size);
-    if (!local_hash) co_return local_hash.error();
-    for (auto c = first; c != last; ++c) {
-      if (taken_remote.count(c->second)) continue;
-      const NewMessage& theirs = remote_added[c->second];
-      auto remote_hash = co_await body_hash(lane, Side::remote, theirs.uid, theirs.size);
-      if (!remote_hash) co_return remote_hash.error();
-      if (*remote_hash != *local_hash) continue;
-      FlagSet base;
-      for (const auto& flag : mine.flags) {
-        if (has_flag(theirs.flags, flag)) base.push_back(flag);
-      }
-      store::Pair pair;
-      pair.uids[Side::local] = mine.uid;
-      pair.uids[Side::remote] = theirs.uid;
-      pair.flags = join_flags(base);
-      Status added = db_.add_pair(id, pair);
-      if (!added) co_return added;
-      observation.pairs.push_back({mine.uid, theirs.uid, base});
-      if (!same_flags(mine.flags, base)) seen[Side::local].changes.flags[mine.uid] = mine.flags;
-      if (!same_flags(theirs.flags, base))
-        seen[Side::remote].changes.flags[theirs.uid] = theirs.flags;
-      taken_remote.insert(c->second);
-      taken_local.insert(i);
-      ++matched;
-      break;
+asio::awaitable<Status> Engine::observe_mailbox(const Lane& lane, MailboxSync& m) {
+  auto record = db_.find_mailbox(m.name);
+  if (!record) co_return record.error();
+  if (!*record) co_return Error(Errc::internal, "mailbox missing from the state database");
+  m.id = (*record)->id;
+  for (Side side : kSides) m.recorded[side] = (*record)->sides[side];
+  {
+    // Both sides at once: each is its own connection.
+    auto observe_local = lane[Side::local]->observe(m.name, m.recorded[Side::local]);
+    auto observe_remote = lane[Side::remote]->observe(m.name, m.recorded[Side::remote]);
+    auto observed = co_await both(std::move(observe_local), std::move(observe_remote));
+    for (Side side : kSides) {
+      if (!observed[side]) co_return observed[side].error();
+      m.seen[side] = std::move(*observed[side]);
+      m.reset[side] = m.seen[side].uidvalidity_changed;
     }
   }
-  const auto drop = [](std::vector<NewMessage>& list, const std::set<std::size_t>& taken) {
-    std::vector<NewMessage> kept;
-    for (std::size_t i = 0; i < list.size(); ++i) {
-      if (!taken.count(i)) kept.push_back(std::move(list[i]));
-    }
-    list = std::move(kept);
-  };
-  drop(local_added, taken_local);
-  drop(remote_added, taken_remote);
-  if (matched > 0) {
-    log_warning("{}: paired {} message(s) found on both sides but missing from the database",
-                shown(name), matched);
+  if (m.reset[Side::local] && m.reset[Side::remote]) {
+    co_return Error(Errc::protocol,
+                    fmt::format("{}: UIDVALIDITY changed on both sides; nothing was changed in "
+                                "this mailbox (there is no side left to re-match against)",
+                                shown(m.name)));
   }
   for (Side side : kSides) {
-    for (const auto& m : seen[side].changes.added) {
-      log_warning("{}UID {} has no partner on {}; copying it", log_prefix(side, name), m.uid,
+    if (!m.reset[side]) continue;
+    // The UIDs recorded for this side are void, the messages are not gone: never turn this into
+    // deletions (RFC 7162 §3.2.5.1). Keep the pairs as orphans of the other side, observe this
+    // side afresh and re-match by size and content (recover_interrupted).
+    log_warning("{}UIDVALIDITY changed from {} to {}: re-matching its messages by content",
+                log_prefix(side, m.name), *m.recorded[side].uidvalidity, m.seen[side].uidvalidity);
+    auto cleared = db_.clear_side(m.id, side);
+    if (!cleared) co_return cleared.error();
+    m.recorded[side] = store::SideState{};
+    auto observed = co_await lane[side]->observe(m.name, m.recorded[side]);
+    if (!observed) co_return observed.error();
+    m.seen[side] = std::move(*observed);
+  }
+  co_return ok_status();
+}
+
+asio::awaitable<Status> Engine::recover_interrupted(const Lane& lane, MailboxSync& m) {
+  auto orphan_count = db_.count_orphans(m.id);
+  if (!orphan_count) co_return orphan_count.error();
+  if (*orphan_count > 0) {
+    Status rematched = co_await rematch_orphans(lane, m);
+    if (!rematched) co_return rematched;
+  }
+  auto pending = db_.pending_intents(m.id);
+  if (!pending) co_return pending.error();
+  if (!pending->empty()) {
+    Status recovered = co_await recover_intents(lane, m, *pending);
+    if (!recovered) co_return recovered;
+  }
+  co_return ok_status();
+}
+
+Status Engine::load_pairs(MailboxSync& m) {
+  auto pairs = db_.pairs(m.id, Side::local);
+  if (!pairs) return pairs.error();
+  m.pairs = std::move(*pairs);
+  for (const auto& p : m.pairs) {
+    for (Side side : kSides) m.paired[side].insert(p.uids[side]);
+  }
+  // Messages an interrupted run appended and recorded are above the recorded UIDNEXT but
+  // already paired: not new.
+  for (Side side : kSides) {
+    std::erase_if(m.seen[side].changes.added,
+                  [&](const NewMessage& n) { return m.paired[side].count(n.uid) > 0; });
+  }
+  return ok_status();
+}
+
+asio::awaitable<Status> Engine::reread_if_distrusted(const Lane& lane, MailboxSync& m) {
+  // Distrust the server (Trojitá's habit): change tracking that went backwards, or a message
+  // count that the recorded pairs, the expunges and the new messages do not explain, means the
+  // reported changes cannot be relied on: re-read the whole mailbox.
+  PerSide<std::vector<std::string>> distrust;
+  for (Side side : kSides) {
+    const SideObservation& seen = m.seen[side];
+    distrust[side] = seen.distrust;
+    if (m.reset[side] || !m.recorded[side].uidnext || options_.repair) continue;
+    std::size_t expected = seen.changes.added.size();
+    for (Uid uid : m.paired[side]) expected += seen.vanished_set.contains(uid) ? 0 : 1;
+    if (expected != seen.exists) {
+      distrust[side].push_back(
+          fmt::format("the mailbox has {} message(s) but the recorded state and the changes "
+                      "reported since account for {}",
+                      seen.exists, expected));
+    }
+  }
+  // Either side in doubt: re-read both, so that messages the state lost track of on one side can
+  // be paired by content with their partners on the other instead of being copied again.
+  if (!options_.repair && distrust[Side::local].empty() && distrust[Side::remote].empty()) {
+    co_return ok_status();
+  }
+  for (Side side : kSides) {
+    for (const auto& reason : distrust[side]) {
+      log_warning("{}{}: re-reading the whole mailbox", log_prefix(side, m.name), reason);
+    }
+    auto all = co_await lane[side]->observe_all(m.name);
+    if (!all) co_return all.error();
+    if (all->state.uidvalidity != m.seen[side].uidvalidity) {
+      co_return Error(Errc::protocol, fmt::format("{}: UIDVALIDITY changed during the sync",
+                                                  mailbox_label(side, m.name)));
+    }
+    m.seen[side] = all->state;
+    m.full[side] = std::move(*all);
+  }
+  co_return ok_status();
+}
+
+asio::awaitable<Result<MailboxObservation>> Engine::observation_of(const Lane& lane,
+                                                                   MailboxSync& m) {
+  MailboxObservation observation;
+  PerSide<std::map<Uid, const MessageSummary*>> present;
+  for (Side side : kSides) {
+    if (!m.full[side]) continue;
+    for (const auto& summary : m.full[side]->messages) present[side][summary.uid] = &summary;
+  }
+  // A recorded pair proves that both sides had the message. A side that no longer has it lost it
+  // to an expunge, whether or not the server said so (VANISHED, or simply absent from a full
+  // re-read): that is a deletion for the planner to propagate (or to undo only by its conflict
+  // rules), never a loss to repair by copying the message back.
+  const auto gone = [&](Side side, Uid uid) {
+    return m.full[side] ? !present[side].count(uid) : m.seen[side].vanished_set.contains(uid);
+  };
+  for (Side side : kSides) observation.changes[side] = std::move(m.seen[side].changes);
+  for (const auto& p : m.pairs) {
+    Pair pair{p.uids[Side::local], p.uids[Side::remote], split_flags(p.flags)};
+    for (Side side : kSides) {
+      const Uid uid = p.uids[side];
+      SideChanges& changes = observation.changes[side];
+      if (gone(side, uid)) {
+        changes.vanished.push_back(uid);
+        continue;
+      }
+      if (!m.full[side]) continue;
+      // A full re-read reports every message's flags: only those that differ from the base are
+      // changes.
+      const MessageSummary& summary = *present[side].at(uid);
+      if (!same_flags(summary.flags, pair.flags)) {
+        changes.flags[uid] = summary.flags;
+        changes.modseq[uid] = summary.modseq;
+      } else {
+        changes.flags.erase(uid);
+        changes.modseq.erase(uid);
+      }
+    }
+    observation.pairs.push_back(std::move(pair));
+  }
+  for (Side side : kSides) {
+    if (!m.full[side]) continue;
+    auto& added = observation.changes[side].added;
+    added.clear();
+    for (const auto& summary : m.full[side]->messages) {
+      if (m.paired[side].count(summary.uid)) continue;
+      if (!options_.repair && summary.uid < m.recorded[side].uidnext.value_or(1)) {
+        log_warning("{}UID {} is not in the state database; copying it", log_prefix(side, m.name),
+                    summary.uid);
+      }
+      added.push_back({summary.uid, summary.flags, summary.internal_date, summary.size});
+    }
+  }
+  // Both sides hold messages the database knows nothing about (a full re-read, or a first sync of
+  // a mailbox that already exists on both sides, e.g. after `--target=database --delete`): pair
+  // the identical ones instead of copying each of them both ways.
+  const bool first_sync =
+      !m.recorded[Side::local].uidvalidity && !m.recorded[Side::remote].uidvalidity;
+  const bool both_read = m.full[Side::local] && m.full[Side::remote];
+  if (both_read || (first_sync && !observation.changes[Side::local].added.empty() &&
+                    !observation.changes[Side::remote].added.empty())) {
+    Status matched = co_await pair_by_content(lane, m, observation);
+    if (!matched) co_return matched.error();
+  }
+  co_return observation;
+}
+
+asio::awaitable<Result<std::vector<std::optional<std::size_t>>>> Engine::match_by_content(
+    const Lane& lane, MailboxSync& m, const std::vector<WantedBody>& wanted, Side side,
+    const std::vector<MessageSummary>& candidates) {
+  std::multimap<std::uint64_t, std::size_t> by_size;
+  for (std::size_t i = 0; i < candidates.size(); ++i) by_size.emplace(candidates[i].size, i);
+  std::vector<bool> taken(candidates.size(), false);
+  std::vector<std::optional<std::size_t>> out(wanted.size());
+  for (std::size_t w = 0; w < wanted.size(); ++w) {
+    auto [first, last] = by_size.equal_range(wanted[w].size);
+    std::optional<std::string> hash = wanted[w].hash;
+    for (auto c = first; c != last && !out[w]; ++c) {
+      const MessageSummary& candidate = candidates[c->second];
+      if (taken[c->second] || candidate.uid < wanted[w].min_uid) continue;
+      if (!hash) {
+        // Hashed only once a candidate of the same size exists.
+        auto own = co_await body_hash(lane, m, wanted[w].side, wanted[w].uid, wanted[w].size);
+        if (!own) co_return own.error();
+        hash = std::move(*own);
+      }
+      if (hash->empty()) break;  // no body to compare (an incomplete streamed APPEND, or gone)
+      auto theirs = co_await body_hash(lane, m, side, candidate.uid, candidate.size);
+      if (!theirs) co_return theirs.error();
+      if (!theirs->empty() && *theirs == *hash) {
+        taken[c->second] = true;
+        out[w] = c->second;
+      }
+    }
+  }
+  co_return out;
+}
+
+asio::awaitable<Status> Engine::pair_by_content(const Lane& lane, MailboxSync& m,
+                                                MailboxObservation& observation) {
+  // Messages on both sides that the database does not pair may be the same message (a lost or
+  // older database). Pair those with equal size and SHA-256 instead of copying them both ways;
+  // the base flags are what both sides share, so the merge keeps every flag set.
+  auto& local_added = observation.changes[Side::local].added;
+  auto& remote_added = observation.changes[Side::remote].added;
+  std::vector<WantedBody> wanted;
+  for (const auto& mine : local_added) {
+    wanted.push_back({Side::local, mine.uid, mine.size, std::nullopt, 1});
+  }
+  std::vector<MessageSummary> candidates;
+  for (const auto& theirs : remote_added) {
+    candidates.push_back({theirs.uid, theirs.size, theirs.flags, theirs.internal_date, 0});
+  }
+  auto matches = co_await match_by_content(lane, m, wanted, Side::remote, candidates);
+  if (!matches) co_return matches.error();
+  std::set<Uid> taken_local, taken_remote;
+  for (std::size_t i = 0; i < matches->size(); ++i) {
+    if (!(*matches)[i]) continue;
+    const NewMessage& mine = local_added[i];
+    const NewMessage& theirs = remote_added[*(*matches)[i]];
+    FlagSet base;
+    for (const auto& flag : mine.flags) {
+      if (has_flag(theirs.flags, flag)) base.push_back(flag);
+    }
+    store::Pair pair;
+    pair.uids[Side::local] = mine.uid;
+    pair.uids[Side::remote] = theirs.uid;
+    pair.flags = join_flags(base);
+    Status added = db_.add_pair(m.id, pair);
+    if (!added) co_return added;
+    observation.pairs.push_back({mine.uid, theirs.uid, base});
+    PerSide<const NewMessage*> message{{&mine, &theirs}};
+    for (Side side : kSides) {
+      if (same_flags(message[side]->flags, base)) continue;
+      observation.changes[side].flags[message[side]->uid] = message[side]->flags;
+    }
+    taken_local.insert(mine.uid);
+    taken_remote.insert(theirs.uid);
+  }
+  std::erase_if(local_added, [&](const NewMessage& n) { return taken_local.count(n.uid) > 0; });
+  std::erase_if(remote_added, [&](const NewMessage& n) { return taken_remote.count(n.uid) > 0; });
+  if (!taken_local.empty()) {
+    log_warning("{}: paired {} message(s) found on both sides but missing from the database",
+                shown(m.name), taken_local.size());
+  }
+  for (Side side : kSides) {
+    for (const auto& n : observation.changes[side].added) {
+      log_warning("{}UID {} has no partner on {}; copying it", log_prefix(side, m.name), n.uid,
                   side_name(other(side)));
     }
   }
   co_return ok_status();
 }
 
-asio::awaitable<Result<std::string>> Engine::body_hash(const Lane& lane, Side side, Uid uid,
-                                                       std::uint64_t size) {
+asio::awaitable<Result<std::string>> Engine::body_hash(const Lane& lane, MailboxSync& m, Side side,
+                                                       Uid uid, std::uint64_t size) {
+  const auto key = std::make_pair(index(side), uid);
+  if (auto it = m.hashes.find(key); it != m.hashes.end()) co_return it->second;
+  std::optional<std::string> hash;
   if (size > kStreamThreshold) {
     // Hashed piece by piece: a large message is never whole in memory.
-    BodyPieces pieces(*lane[side], uid, size);
+    auto pieces = lane[side]->read_body(uid, size);
     Sha256 hasher;
-    while (!pieces.finished()) {
-      auto piece = co_await pieces.next_piece();
+    while (!pieces->finished()) {
+      auto piece = co_await pieces->next_piece();
       if (!piece) break;  // size not exact (or gone): the whole body decides below
       hasher.update(*piece);
     }
-    if (pieces.finished()) co_return hasher.finish_hex();
+    if (pieces->finished()) hash = hasher.finish_hex();
   }
-  const std::vector<Uid> one = {uid};
-  auto bodies = co_await lane[side]->fetch_bodies(one);
-  if (!bodies) co_return bodies.error();
-  co_return bodies->empty() ? std::string() : sha256_hex((*bodies)[0].body);
+  if (!hash) {
+    const std::vector<Uid> one = {uid};
+    auto bodies = co_await lane[side]->fetch_bodies(one);
+    if (!bodies) co_return bodies.error();
+    // A message that vanished meanwhile matches nothing (an empty hash is never a SHA-256).
+    hash = bodies->empty() ? std::string() : sha256_hex((*bodies)[0].body);
+  }
+  m.hashes[key] = *hash;
+  co_return *hash;
 }
 
-asio::awaitable<Status> Engine::rematch_orphans(const Lane& lane, store::MailboxId id,
-                                                const std::string& name,
-                                                PerSide<SideObservation>& seen) {
-  auto orphans = db_.orphans(id);
+asio::awaitable<Status> Engine::rematch_orphans(const Lane& lane, MailboxSync& m) {
+  auto orphans = db_.orphans(m.id);
   if (!orphans) co_return orphans.error();
   std::size_t matched = 0, restored = 0;
   for (Side survivor : kSides) {
@@ -815,109 +827,85 @@ asio::awaitable<Status> Engine::rematch_orphans(const Lane& lane, store::Mailbox
     if (mine.empty()) continue;
     auto present = co_await lane[survivor]->summaries_from(1);
     if (!present) co_return present.error();
-    // Candidates on the reset side: everything it now reports, by size.
-    std::multimap<std::uint64_t, Uid> by_size;
-    for (const auto& m : seen[reset].changes.added) by_size.emplace(m.size, m.uid);
-    std::set<Uid> taken;
-    std::map<std::pair<int, Uid>, std::string> hashes;
+    std::vector<MessageSummary> kept;  // the orphans still on the surviving side
+    std::vector<WantedBody> wanted;
     for (const auto& summary : *present) {
-      auto it = mine.find(summary.uid);
-      if (it == mine.end()) continue;
-      std::optional<Uid> partner;
-      auto [first, last] = by_size.equal_range(summary.size);
-      for (auto c = first; c != last && !partner; ++c) {
-        if (taken.count(c->second)) continue;
-        const auto key_survivor = std::make_pair(static_cast<int>(index(survivor)), summary.uid);
-        const auto key_reset = std::make_pair(static_cast<int>(index(reset)), c->second);
-        if (!hashes.count(key_survivor)) {
-          auto hash = co_await body_hash(lane, survivor, summary.uid, summary.size);
-          if (!hash) co_return hash.error();
-          hashes[key_survivor] = *hash;
-        }
-        if (!hashes.count(key_reset)) {
-          auto hash = co_await body_hash(lane, reset, c->second, summary.size);
-          if (!hash) co_return hash.error();
-          hashes[key_reset] = *hash;
-        }
-        if (hashes[key_survivor] == hashes[key_reset]) partner = c->second;
-      }
-      if (partner) {
-        taken.insert(*partner);
-        Status done = db_.rematch_orphan(id, survivor, summary.uid, *partner);
+      if (!mine.count(summary.uid)) continue;
+      kept.push_back(summary);
+      wanted.push_back({survivor, summary.uid, summary.size, std::nullopt, 1});
+    }
+    // Candidates on the reset side: everything it now reports.
+    std::vector<MessageSummary> candidates;
+    auto& added = m.seen[reset].changes.added;
+    for (const auto& n : added) candidates.push_back({n.uid, n.size, n.flags, n.internal_date, 0});
+    auto matches = co_await match_by_content(lane, m, wanted, reset, candidates);
+    if (!matches) co_return matches.error();
+    for (std::size_t i = 0; i < kept.size(); ++i) {
+      const MessageSummary& summary = kept[i];
+      if ((*matches)[i]) {
+        Status done =
+            db_.rematch_orphan(m.id, survivor, summary.uid, candidates[*(*matches)[i]].uid);
         if (!done) co_return done;
         ++matched;
       } else {
         // Its partner is gone with the old UIDVALIDITY: copy it back rather than lose it.
-        auto removed = db_.remove_orphan(id, survivor, summary.uid);
+        auto removed = db_.remove_orphan(m.id, survivor, summary.uid);
         if (!removed) co_return removed.error();
-        seen[survivor].changes.added.push_back(
+        m.seen[survivor].changes.added.push_back(
             {summary.uid, summary.flags, summary.internal_date, summary.size});
         ++restored;
       }
-      mine.erase(it);
+      mine.erase(summary.uid);
     }
     // Orphans whose message is gone from the surviving side too: nothing left to keep.
     for (const auto& [uid, orphan] : mine) {
-      auto removed = db_.remove_orphan(id, survivor, uid);
+      auto removed = db_.remove_orphan(m.id, survivor, uid);
       if (!removed) co_return removed.error();
     }
-    std::sort(seen[survivor].changes.added.begin(), seen[survivor].changes.added.end(),
+    std::sort(m.seen[survivor].changes.added.begin(), m.seen[survivor].changes.added.end(),
               [](const NewMessage& a, const NewMessage& b) { return a.uid < b.uid; });
   }
-  log_info("{}: re-matched {} message(s) by content; {} to copy again", shown(name), matched,
+  log_info("{}: re-matched {} message(s) by content; {} to copy again", shown(m.name), matched,
            restored);
   co_return ok_status();
 }
 
-asio::awaitable<Status> Engine::recover_intents(const Lane& lane, store::MailboxId id,
-                                                const std::string& name) {
-  auto pending = db_.pending_intents(id);
-  if (!pending) co_return pending.error();
+asio::awaitable<Status> Engine::recover_intents(const Lane& lane, MailboxSync& m,
+                                                const std::vector<store::Intent>& pending) {
   for (Side target : kSides) {
     std::vector<store::Intent> appends;
-    for (const auto& intent : *pending) {
+    for (const auto& intent : pending) {
       if (intent.kind == "append" && intent.target_side == target) appends.push_back(intent);
     }
     if (appends.empty()) continue;
-    Uid lowest = 4294967295u;
-    for (const auto& intent : appends)
-      lowest = std::min(lowest, intent.target_uidnext_before.value_or(1));
+    Uid lowest = kMaxUid;
+    std::vector<WantedBody> wanted;
+    for (const auto& intent : appends) {
+      const Uid from = intent.target_uidnext_before.value_or(1);
+      lowest = std::min(lowest, from);
+      // An intent without a hash is a streamed APPEND whose body was never complete: it
+      // matches nothing (no SHA-256 is empty).
+      wanted.push_back({other(target), intent.source_uid.value_or(0), intent.size.value_or(0),
+                        intent.body_hash.value_or(""), from});
+    }
     auto candidates = co_await lane[target]->summaries_from(lowest);
     if (!candidates) co_return candidates.error();
-    std::set<Uid> used;
-    std::map<Uid, std::string> hashes;  // fetched lazily, only for candidates of the right size
+    auto matches = co_await match_by_content(lane, m, wanted, target, *candidates);
+    if (!matches) co_return matches.error();
     std::size_t matched = 0;
-    for (const auto& intent : appends) {
-      std::optional<Uid> found;
-      for (const auto& c : *candidates) {
-        // An intent without a hash is a streamed APPEND whose body was never complete.
-        if (!intent.body_hash) break;
-        if (used.count(c.uid) || c.uid < intent.target_uidnext_before.value_or(1) ||
-            c.size != intent.size.value_or(0)) {
-          continue;
-        }
-        if (!hashes.count(c.uid)) {
-          auto hash = co_await body_hash(lane, target, c.uid, c.size);
-          if (!hash) co_return hash.error();
-          hashes[c.uid] = std::move(*hash);
-        }
-        if (hashes[c.uid] == intent.body_hash.value_or("")) {
-          found = c.uid;
-          break;
-        }
-      }
+    for (std::size_t i = 0; i < appends.size(); ++i) {
+      const store::Intent& intent = appends[i];
       auto tx = db_.begin();
       if (!tx) co_return tx.error();
-      if (found && intent.source_uid) {
-        used.insert(*found);
+      if ((*matches)[i] && intent.source_uid) {
         store::Pair pair;
-        pair.uids[target] = *found;
+        pair.uids[target] = (*candidates)[*(*matches)[i]].uid;
         pair.uids[other(target)] = *intent.source_uid;
         pair.flags = intent.flags.value_or("");
-        auto existing = db_.find_pair(id, other(target), *intent.source_uid);
+        auto existing = db_.find_pair(m.id, other(target), *intent.source_uid);
         if (!existing) co_return existing.error();
         if (!*existing) {
-          Status added = db_.add_pair(id, pair);
+          Status added = db_.add_pair(m.id, pair);
           if (!added) co_return added;
           ++matched;
         }
@@ -928,13 +916,12 @@ asio::awaitable<Status> Engine::recover_intents(const Lane& lane, store::Mailbox
       if (!committed) co_return committed;
     }
     log_info("{}recovered an interrupted copy: {} of {} message(s) had arrived and were paired",
-             log_prefix(target, name), matched, appends.size());
+             log_prefix(target, m.name), matched, appends.size());
   }
   // Intents of kinds this version does not write are dropped with a note.
-  auto rest = db_.pending_intents(id);
-  if (!rest) co_return rest.error();
-  for (const auto& intent : *rest) {
-    log_warning("{}: dropping an unknown pending intent of kind '{}'", shown(name), intent.kind);
+  for (const auto& intent : pending) {
+    if (intent.kind == "append") continue;
+    log_warning("{}: dropping an unknown pending intent of kind '{}'", shown(m.name), intent.kind);
     Status completed = db_.complete_intent(intent.id);
     if (!completed) co_return completed;
   }
@@ -976,7 +963,7 @@ asio::awaitable<Status> Engine::execute(const Lane& lane, store::MailboxId id,
   }
   std::set<Uid> modified_local;  // pairs (by local UID) whose store hit MODIFIED
   PerSide<std::size_t> stored{};
-  PerSide<std::vector<Replica::FlagUpdate>> updates;
+  PerSide<std::vector<FlagUpdate>> updates;
   for (const auto& s : plan.stores) {
     const auto key = std::make_pair(static_cast<int>(index(s.on)), s.uid);
     auto it = merged.find(key);
@@ -986,7 +973,7 @@ asio::awaitable<Status> Engine::execute(const Lane& lane, store::MailboxId id,
   }
   for (Side side : kSides) {
     if (updates[side].empty()) continue;
-    auto modified = co_await lane[side]->set_flags_many(updates[side]);
+    auto modified = co_await lane[side]->set_flags(updates[side]);
     if (!modified) co_return modified.error();
     acted[side] = true;
     stored[side] = updates[side].size() - modified->size();
@@ -1060,15 +1047,15 @@ asio::awaitable<Result<store::SideState>> Engine::settled_state(const Lane& lane
   auto settled = co_await lane[side]->settle(seen.highestmodseq, seen.uidnext);
   if (!settled) co_return settled.error();
   bool only_ours = true;
-  imap::SequenceSet ours;
+  UidSet ours;
   for (Uid uid : expunged) ours.add(uid);
-  for (const auto& range : settled->changes.vanished.ranges()) {
+  for (const auto& range : settled->vanished.ranges()) {
     for (std::uint64_t uid = range.first; uid <= range.last && only_ours; ++uid) {
       // Bounded: a vanished set we did not cause ends the loop at its first member.
       if (!ours.contains(static_cast<Uid>(uid))) only_ours = false;
     }
   }
-  for (const auto& [uid, flags] : settled->changes.flags) {
+  for (const auto& [uid, flags] : settled->flags) {
     auto pair = db_.find_pair(id, side, uid);
     if (!pair) co_return pair.error();
     if (!*pair || !same_flags(split_flags((*pair)->flags), flags)) only_ours = false;
@@ -1145,7 +1132,7 @@ asio::awaitable<Status> Engine::copy(const Lane& lane, store::MailboxId id, cons
   if (!batches.empty()) bodies = co_await lane[from]->fetch_bodies(batches[0]);
   for (std::size_t k = 0; k < batches.size(); ++k) {
     if (!bodies) co_return bodies.error();
-    std::vector<imap::cmd::AppendMessage> messages;
+    std::vector<OutgoingMessage> messages;
     std::vector<const CopyAction*> actions;
     std::vector<store::IntentId> intents;
     auto tx = db_.begin();
@@ -1163,8 +1150,8 @@ asio::awaitable<Status> Engine::copy(const Lane& lane, store::MailboxId id, cons
       auto recorded = db_.record_intent(intent);
       if (!recorded) co_return recorded.error();
       intents.push_back(*recorded);
-      imap::cmd::AppendMessage message;
-      for (const auto& flag : action.flags) message.flags.push_back(flag);
+      OutgoingMessage message;
+      message.flags = action.flags;
       message.internal_date =
           action.internal_date.empty() ? fetched.internal_date : action.internal_date;
       message.content = std::move(fetched.body);
@@ -1174,7 +1161,7 @@ asio::awaitable<Status> Engine::copy(const Lane& lane, store::MailboxId id, cons
     Status committed = tx->commit();  // the intents are durable before the APPEND is sent
     if (!committed) co_return committed;
     const bool more = k + 1 < batches.size();
-    Result<Replica::Appended> appended = Replica::Appended{};
+    Result<Appended> appended = Appended{};
     if (messages.empty()) {
       if (more) bodies = co_await lane[from]->fetch_bodies(batches[k + 1]);
       continue;
@@ -1234,10 +1221,10 @@ asio::awaitable<Result<Uid>> Engine::copy_streamed(const Lane& lane, store::Mail
     if (!committed) co_return committed.error();
     intent_id = *recorded;
   }
-  BodyPieces pieces(*lane[from], action.uid, action.size);
-  HashingSource source(pieces, db_, intent_id);
-  imap::cmd::AppendMessage message;
-  for (const auto& flag : action.flags) message.flags.push_back(flag);
+  auto pieces = lane[from]->read_body(action.uid, action.size);
+  HashingSource source(*pieces, db_, intent_id);
+  OutgoingMessage message;
+  message.flags = action.flags;
   message.internal_date = action.internal_date;
   log_debug("{}UID {}: streaming {} bytes to {}", log_prefix(from, name), action.uid, action.size,
             side_name(to));

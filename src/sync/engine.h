@@ -12,8 +12,10 @@
 
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -23,14 +25,13 @@
 #include <pcre2.h>
 
 #include "config/config.h"
-#include "net/client.h"
 #include "store/state_db.h"
-#include "sync/replica.h"
+#include "sync/mail_store.h"
 
 namespace twinbox::sync {
 
 // One connection to each side; mailboxes are synced on several lanes at once (--jobs).
-using Lane = PerSide<Replica*>;
+using Lane = PerSide<MailStore*>;
 
 struct EngineOptions {
   std::vector<std::string> mailboxes;  // command-line MAILBOX...: replaces list-mailbox
@@ -65,8 +66,11 @@ struct RunSummary {
 
 class Engine {
  public:
+  // `connector` opens the connections to both servers (ImapConnector; MemoryConnector in the
+  // simulator). With options.dry_run every store is wrapped in a DryRunStore and `db` should be
+  // a scratch copy (StateDb::open_scratch): nothing on the servers or on disk changes.
   Engine(const config::Config& config, EngineOptions options, store::StateDb& db,
-         PerSide<net::Endpoint> endpoints);
+         StoreConnector& connector);
 
   // The whole run. Errors that end it are returned; per-mailbox failures are logged, counted in
   // the summary and do not stop the other mailboxes.
@@ -92,15 +96,15 @@ class Engine {
   asio::awaitable<Result<bool>> wait_for_changes();
   asio::awaitable<void> pause(std::chrono::milliseconds duration);  // interrupted by a stop
   // Closes every connection of `lanes` (no LOGOUT: nothing is pending) and counts its bytes.
-  void close_lanes(std::vector<PerSide<std::unique_ptr<Replica>>>& lanes);
+  void close_lanes(std::vector<PerSide<std::unique_ptr<MailStore>>>& lanes);
   void disconnect();
   // Internal name of a name given on the command line (local delimiter -> NUL).
   std::string from_command_line(std::string name) const;
   // connect(), then learn the local delimiter that command-line names use.
   asio::awaitable<Status> connect_for_names();
   asio::awaitable<Status> connect();
-  asio::awaitable<Result<std::unique_ptr<Replica>>> open_replica(Side side);
-  asio::awaitable<Result<PerSide<std::unique_ptr<Replica>>>> open_lane();
+  asio::awaitable<Result<std::unique_ptr<MailStore>>> open_store(Side side);
+  asio::awaitable<Result<PerSide<std::unique_ptr<MailStore>>>> open_lane();
   Lane lane0() const;
   // Whether LIST-STATUS and the database say that the mailbox may have changed.
   Result<bool> needs_sync(const std::string& name);
@@ -112,17 +116,52 @@ class Engine {
   asio::awaitable<void> sync_worker(Lane lane, const std::vector<std::string>& work,
                                     std::size_t& next, std::optional<Error>& fatal);
   asio::awaitable<Result<std::vector<std::string>>> reconcile_mailboxes();
+  // One mailbox pair, in phases: observe both sides, recover what an interrupted run left,
+  // load the recorded pairs, re-read everything if the server cannot be trusted, turn it all
+  // into the planner's observation, plan, and execute (or print, in a dry run).
   asio::awaitable<Status> sync_mailbox(const std::string& name, const Lane& lane);
-  asio::awaitable<Status> rematch_orphans(const Lane& lane, store::MailboxId id,
-                                          const std::string& name, PerSide<SideObservation>& seen);
-  asio::awaitable<Status> pair_by_content(const Lane& lane, store::MailboxId id,
-                                          const std::string& name, PerSide<SideObservation>& seen,
+  // What one mailbox's sync knows so far, passed from phase to phase.
+  struct MailboxSync {
+    std::string name;
+    store::MailboxId id = 0;
+    PerSide<store::SideState> recorded;
+    PerSide<SideObservation> seen;
+    PerSide<bool> reset{};  // UIDVALIDITY changed
+    std::vector<store::Pair> pairs;
+    PerSide<std::set<Uid>> paired;
+    PerSide<std::optional<FullObservation>> full;               // after a re-read
+    std::map<std::pair<std::size_t, Uid>, std::string> hashes;  // (side, UID) -> SHA-256
+  };
+  asio::awaitable<Status> observe_mailbox(const Lane& lane, MailboxSync& m);
+  // Orphans of a UIDVALIDITY change re-matched; pending APPEND intents resolved.
+  asio::awaitable<Status> recover_interrupted(const Lane& lane, MailboxSync& m);
+  Status load_pairs(MailboxSync& m);
+  asio::awaitable<Status> reread_if_distrusted(const Lane& lane, MailboxSync& m);
+  asio::awaitable<Result<MailboxObservation>> observation_of(const Lane& lane, MailboxSync& m);
+  asio::awaitable<Status> rematch_orphans(const Lane& lane, MailboxSync& m);
+  asio::awaitable<Status> recover_intents(const Lane& lane, MailboxSync& m,
+                                          const std::vector<store::Intent>& pending);
+  asio::awaitable<Status> pair_by_content(const Lane& lane, MailboxSync& m,
                                           MailboxObservation& observation);
-  // SHA-256 of a message's body (`size`: its RFC822.SIZE; large ones are hashed piecewise).
-  asio::awaitable<Result<std::string>> body_hash(const Lane& lane, Side side, Uid uid,
-                                                 std::uint64_t size);
-  asio::awaitable<Status> recover_intents(const Lane& lane, store::MailboxId id,
-                                          const std::string& name);
+  // A body to find among candidates: its SHA-256 if known, else read from `side`/`uid`; only
+  // candidates with UID >= min_uid qualify.
+  struct WantedBody {
+    Side side = Side::local;
+    Uid uid = 0;
+    std::uint64_t size = 0;
+    std::optional<std::string> hash;
+    Uid min_uid = 1;
+  };
+  // The one size + SHA-256 matcher (UIDVALIDITY re-match, crash recovery, pairing by content):
+  // for each wanted body in order, the index of the first candidate on `side` not yet taken with
+  // the same size and hash. Bodies are hashed lazily, once per mailbox sync (m.hashes).
+  asio::awaitable<Result<std::vector<std::optional<std::size_t>>>> match_by_content(
+      const Lane& lane, MailboxSync& m, const std::vector<WantedBody>& wanted, Side side,
+      const std::vector<MessageSummary>& candidates);
+  // SHA-256 of a message's body (`size`: its RFC822.SIZE; large ones are hashed piecewise); ""
+  // when the message is gone.
+  asio::awaitable<Result<std::string>> body_hash(const Lane& lane, MailboxSync& m, Side side,
+                                                 Uid uid, std::uint64_t size);
   asio::awaitable<Status> execute(const Lane& lane, store::MailboxId id, const std::string& name,
                                   const Plan& plan, PerSide<SideObservation>& seen);
   // The UIDNEXT and HIGHESTMODSEQ a side may record after our changes (see execute()).
@@ -149,9 +188,10 @@ class Engine {
   const config::Config& config_;
   EngineOptions options_;
   store::StateDb& db_;
-  PerSide<net::Endpoint> endpoints_;
-  PerSide<std::unique_ptr<Replica>> replicas_;                  // lane 0: lists, watches, syncs
-  std::vector<PerSide<std::unique_ptr<Replica>>> extra_lanes_;  // lanes 1..jobs-1, per cycle
+  StoreConnector& connector_;
+  PerSide<std::unique_ptr<MailStore>> stores_;                    // lane 0: lists, watches, syncs
+  std::vector<PerSide<std::unique_ptr<MailStore>>> extra_lanes_;  // lanes 1..jobs-1, per cycle
+  std::optional<char> local_delimiter_;                           // for command-line names
   PerSide<std::map<std::string, ListedMailbox>> listed_;
   RunSummary summary_;
   bool stop_ = false;

@@ -14,8 +14,10 @@ asio::awaitable<Status> Engine::connect_for_names() {
   Status connected = co_await connect();
   if (!connected) co_return connected;
   // Names on the command line use the local delimiter (from_command_line()).
-  Status learned = co_await replicas_[Side::local]->learn_delimiter();
-  co_return learned;
+  auto delimiter = co_await stores_[Side::local]->delimiter();
+  if (!delimiter) co_return delimiter.error();
+  local_delimiter_ = *delimiter;
+  co_return ok_status();
 }
 
 asio::awaitable<Status> Engine::delete_mailboxes(const std::vector<std::string>& names,
@@ -31,19 +33,19 @@ asio::awaitable<Status> Engine::delete_mailboxes(const std::vector<std::string>&
   }
   for (Side side : kSides) {
     if (!targets.side(side)) continue;
-    auto listed = co_await replicas_[side]->list(internal, {});
+    auto listed = co_await stores_[side]->list(internal, {});
     if (!listed) co_return listed.error();
     for (const auto& m : *listed) {
       // Only the named mailbox: not recursive (RFC 9051 §6.3.4), and a \Noselect parent that
       // only holds children is left alone.
       if (!m.selectable) continue;
-      Status removed = co_await replicas_[side]->remove(m.name);
+      Status removed = co_await stores_[side]->remove(m.name);
       if (!removed) co_return removed;
       log_info("{}deleted mailbox", log_prefix(side, m.name));
       // DELETE leaves the subscription behind (RFC 9051 §6.3.4): a deleted mailbox should not
       // stay in the user's folder list.
       if (m.subscribed) {
-        Status unsubscribed = co_await replicas_[side]->subscribe(m.name, false);
+        Status unsubscribed = co_await stores_[side]->subscribe(m.name, false);
         if (!unsubscribed) co_return unsubscribed;
       }
     }
@@ -64,7 +66,7 @@ asio::awaitable<Status> Engine::delete_mailboxes(const std::vector<std::string>&
       log_info("database: removed mailbox {}", shown(name));
     }
   }
-  for (Side side : kSides) co_await replicas_[side]->client().logout();
+  for (Side side : kSides) co_await stores_[side]->logout();
   disconnect();
   co_return ok_status();
 }
@@ -81,7 +83,7 @@ asio::awaitable<Status> Engine::rename_mailbox(const std::string& from_name,
   for (Side side : kSides) {
     if (!targets.side(side)) continue;
     const std::vector<std::string> patterns = {to, from, from + std::string(1, '\0') + "*"};
-    auto listed = co_await replicas_[side]->list(patterns, {});
+    auto listed = co_await stores_[side]->list(patterns, {});
     if (!listed) co_return listed.error();
     for (const auto& m : *listed) {
       if (m.name == to && m.selectable) {
@@ -109,7 +111,7 @@ asio::awaitable<Status> Engine::rename_mailbox(const std::string& from_name,
   }
   for (Side side : kSides) {
     if (!targets.side(side) || !has_source[side]) continue;
-    Status renamed = co_await replicas_[side]->rename(from, to);
+    Status renamed = co_await stores_[side]->rename(from, to);
     if (!renamed) co_return renamed;
     log_info("{}renamed mailbox to {}", log_prefix(side, from), shown(to));
   }
@@ -121,7 +123,7 @@ asio::awaitable<Status> Engine::rename_mailbox(const std::string& from_name,
                shown(to), *renamed);
     }
   }
-  for (Side side : kSides) co_await replicas_[side]->client().logout();
+  for (Side side : kSides) co_await stores_[side]->logout();
   disconnect();
   co_return ok_status();
 }

@@ -1,4 +1,4 @@
-#include "sync/replica.h"
+#include "sync/imap_store.h"
 
 #include <algorithm>
 #include <map>
@@ -7,12 +7,11 @@
 
 #include "base/log.h"
 #include "imap/mailbox_name.h"
+#include "sync/capabilities.h"
 
 namespace twinbox::sync {
 
 namespace {
-
-constexpr Uid kMaxUid = 4294967295u;
 
 imap::SequenceSet set_of(const std::vector<Uid>& uids) {
   std::vector<Uid> sorted = uids;
@@ -20,6 +19,18 @@ imap::SequenceSet set_of(const std::vector<Uid>& uids) {
   imap::SequenceSet set;
   for (Uid uid : sorted) set.add(uid);
   return set;
+}
+
+void add_uids(UidSet& out, const imap::SequenceSet& in) {
+  for (const auto& r : in.ranges()) out.add(r.first, r.last);
+}
+
+imap::cmd::AppendMessage to_wire(OutgoingMessage message) {
+  imap::cmd::AppendMessage out;
+  out.flags = std::move(message.flags);
+  out.internal_date = std::move(message.internal_date);
+  out.content = std::move(message.content);
+  return out;
 }
 
 bool has_attribute(const imap::ListData& list, std::string_view wanted) {
@@ -42,22 +53,21 @@ Error rejected(Side side, const std::string& what, const imap::Completion& done)
 
 }  // namespace
 
-Replica::Replica(Side side, std::unique_ptr<net::Client> client, std::string list_reference)
+ImapStore::ImapStore(Side side, std::unique_ptr<net::Client> client, std::string list_reference)
     : side_(side), client_(std::move(client)), reference_(std::move(list_reference)) {}
 
-bool Replica::utf8() const { return client_->session().is_enabled("UTF8=ACCEPT"); }
+bool ImapStore::utf8() const { return client_->session().is_enabled("UTF8=ACCEPT"); }
 
-asio::awaitable<Status> Replica::prepare() {
+asio::awaitable<Status> ImapStore::prepare() {
   auto& s = client_->session();
-  if (!s.has_capability("QRESYNC") || !s.has_capability("ENABLE")) {
-    co_return Error(Errc::protocol,
-                    fmt::format("{}: the server does not offer QRESYNC (RFC 7162) and ENABLE; "
-                                "twinbox needs both (run --probe for details)",
-                                side_name(side_)));
-  }
-  if (!s.has_capability("UIDPLUS")) {
-    co_return Error(Errc::protocol, fmt::format("{}: the server does not offer UIDPLUS (RFC 4315)",
-                                                side_name(side_)));
+  const auto has = [&](std::string_view name) { return s.has_capability(name); };
+  for (const auto& required : kRequiredCapabilities) {
+    if (!offers(required, has)) {
+      co_return Error(Errc::protocol,
+                      fmt::format("{}: the server does not offer {} ({}); twinbox needs it (run "
+                                  "--probe for details)",
+                                  side_name(side_), required.name, required.why));
+    }
   }
   // The hierarchy delimiter comes with the first LIST's answers (list()); LIST "" "" is asked
   // only when those do not tell it, which saves a command and its bytes on every run.
@@ -74,7 +84,7 @@ asio::awaitable<Status> Replica::prepare() {
   co_return ok_status();
 }
 
-asio::awaitable<Status> Replica::learn_delimiter() {
+asio::awaitable<Status> ImapStore::learn_delimiter() {
   if (delimiter_known_) co_return ok_status();
   // LIST "" "": the delimiter of the personal namespace (RFC 9051 §6.3.9); NIL means flat.
   const std::vector<std::string> empty_pattern = {""};
@@ -88,8 +98,8 @@ asio::awaitable<Status> Replica::learn_delimiter() {
   co_return ok_status();
 }
 
-Result<std::string> Replica::internal_name(const std::string& wire,
-                                           std::optional<char> delimiter) const {
+Result<std::string> ImapStore::internal_name(const std::string& wire,
+                                             std::optional<char> delimiter) const {
   auto decoded = imap::mailbox_from_wire(wire, utf8());
   if (!decoded) return decoded.error();
   std::string name = *decoded;
@@ -107,7 +117,7 @@ Result<std::string> Replica::internal_name(const std::string& wire,
   return name;
 }
 
-asio::awaitable<Result<std::string>> Replica::wire_name(const std::string& internal) {
+asio::awaitable<Result<std::string>> ImapStore::wire_name(const std::string& internal) {
   if (hierarchical(internal)) {
     Status known = co_await learn_delimiter();  // at once if a LIST or lane 0 told it
     if (!known) co_return known.error();
@@ -115,7 +125,7 @@ asio::awaitable<Result<std::string>> Replica::wire_name(const std::string& inter
   co_return server_name(internal);
 }
 
-Result<std::string> Replica::server_name(const std::string& internal) const {
+Result<std::string> ImapStore::server_name(const std::string& internal) const {
   if (internal == "INBOX") return reference_ + internal;
   std::string name = internal;
   if (hierarchical(name)) {
@@ -129,7 +139,7 @@ Result<std::string> Replica::server_name(const std::string& internal) const {
   return reference_ + name;
 }
 
-asio::awaitable<Result<std::vector<ListedMailbox>>> Replica::list(
+asio::awaitable<Result<std::vector<ListedMailbox>>> ImapStore::list(
     const std::vector<std::string>& patterns, const std::vector<std::string>& select_opts) {
   auto& s = client_->session();
   imap::cmd::ListOptions options;
@@ -167,7 +177,6 @@ asio::awaitable<Result<std::vector<ListedMailbox>>> Replica::list(
     }
     ListedMailbox m;
     m.wire = l->mailbox;
-    m.delimiter = l->delimiter;
     auto name = internal_name(l->mailbox, l->delimiter);
     if (!name) {
       log_warning("{}: ignoring mailbox '{}': {}", side_name(side_), printable(l->mailbox),
@@ -191,7 +200,7 @@ asio::awaitable<Result<std::vector<ListedMailbox>>> Replica::list(
   co_return out;
 }
 
-asio::awaitable<Status> Replica::create(const std::string& internal) {
+asio::awaitable<Status> ImapStore::create(const std::string& internal) {
   auto name = co_await wire_name(internal);
   if (!name) co_return name.error();
   auto& s = client_->session();
@@ -207,7 +216,7 @@ asio::awaitable<Status> Replica::create(const std::string& internal) {
   co_return ok_status();
 }
 
-asio::awaitable<Status> Replica::subscribe(const std::string& internal, bool on) {
+asio::awaitable<Status> ImapStore::subscribe(const std::string& internal, bool on) {
   auto name = co_await wire_name(internal);
   if (!name) co_return name.error();
   auto& s = client_->session();
@@ -221,9 +230,8 @@ asio::awaitable<Status> Replica::subscribe(const std::string& internal, bool on)
   co_return ok_status();
 }
 
-asio::awaitable<Result<imap::Completion>> Replica::select(const std::string& internal,
-                                                          const std::string& name,
-                                                          const imap::cmd::SelectOptions& options) {
+asio::awaitable<Result<imap::Completion>> ImapStore::select(
+    const std::string& internal, const std::string& name, const imap::cmd::SelectOptions& options) {
   auto& s = client_->session();
   auto submitted = s.select(name, options);
   auto selected = co_await client_->wait(std::move(submitted));
@@ -239,8 +247,8 @@ asio::awaitable<Result<imap::Completion>> Replica::select(const std::string& int
   co_return std::move(*selected);
 }
 
-asio::awaitable<Result<SideObservation>> Replica::observe(const std::string& internal,
-                                                          const store::SideState& recorded) {
+asio::awaitable<Result<SideObservation>> ImapStore::observe(const std::string& internal,
+                                                            const store::SideState& recorded) {
   auto name = co_await wire_name(internal);
   if (!name) co_return name.error();
   auto& s = client_->session();
@@ -268,7 +276,7 @@ asio::awaitable<Result<SideObservation>> Replica::observe(const std::string& int
   const bool qresync = options.qresync.has_value();
   for (auto& response : selected->untagged) {
     if (auto* vanished = std::get_if<imap::VanishedData>(&response.data)) {
-      if (qresync) observation.vanished_set.add(vanished->uids);
+      if (qresync) add_uids(observation.vanished_set, vanished->uids);
     } else if (auto* fetch = std::get_if<imap::FetchData>(&response.data)) {
       if (!qresync || !fetch->uid || !fetch->flags) continue;
       observation.changes.flags[*fetch->uid] = canonical(*fetch->flags);
@@ -290,7 +298,7 @@ asio::awaitable<Result<SideObservation>> Replica::observe(const std::string& int
       for (auto& response : done.untagged) {
         if (auto* vanished = std::get_if<imap::VanishedData>(&response.data)) {
           // An expunge by another client while we were reading (RFC 7162 §3.2.10).
-          observation.vanished_set.add(vanished->uids);
+          add_uids(observation.vanished_set, vanished->uids);
           continue;
         }
         auto* f = std::get_if<imap::FetchData>(&response.data);
@@ -328,12 +336,12 @@ asio::awaitable<Result<SideObservation>> Replica::observe(const std::string& int
   co_return observation;
 }
 
-ModSeq Replica::highestmodseq() const {
+ModSeq ImapStore::highestmodseq() const {
   const auto& state = client_->session().mailbox();
   return state && state->highestmodseq ? *state->highestmodseq : 0;
 }
 
-std::uint32_t Replica::uidnext() const {
+std::uint32_t ImapStore::uidnext() const {
   const auto& state = client_->session().mailbox();
   return state && state->uidnext ? *state->uidnext : 0;
 }
@@ -355,9 +363,9 @@ Result<std::vector<imap::CommandId>> fetch_summaries(imap::Session& s, Uid from)
   return s.uid_fetch(range, "(UID RFC822.SIZE FLAGS INTERNALDATE MODSEQ)");
 }
 
-void collect_changes(const imap::Completion& done, Replica::Changes& out) {
+void collect_changes(const imap::Completion& done, Settled& out) {
   for (auto& response : done.untagged) {
-    if (auto* v = std::get_if<imap::VanishedData>(&response.data)) out.vanished.add(v->uids);
+    if (auto* v = std::get_if<imap::VanishedData>(&response.data)) add_uids(out.vanished, v->uids);
     auto* f = std::get_if<imap::FetchData>(&response.data);
     if (f != nullptr && f->uid && f->flags) out.flags[*f->uid] = canonical(*f->flags);
   }
@@ -376,18 +384,7 @@ void collect_summaries(const imap::Completion& done, Uid from, std::vector<Messa
 
 }  // namespace
 
-asio::awaitable<Result<Replica::Changes>> Replica::changed_since(ModSeq modseq) {
-  auto fetched = co_await client_->wait_all(fetch_changed_since(client_->session(), modseq));
-  if (!fetched) co_return fetched.error();
-  Changes out;
-  for (auto& done : *fetched) {
-    if (!done.ok()) co_return rejected(side_, "UID FETCH (CHANGEDSINCE)", done);
-    collect_changes(done, out);
-  }
-  co_return out;
-}
-
-asio::awaitable<Result<Replica::Settled>> Replica::settle(ModSeq modseq, Uid uidnext) {
+asio::awaitable<Result<Settled>> ImapStore::settle(ModSeq modseq, Uid uidnext) {
   auto& s = client_->session();
   auto changed = fetch_changed_since(s, modseq);
   if (!changed) co_return changed.error();
@@ -404,14 +401,14 @@ asio::awaitable<Result<Replica::Settled>> Replica::settle(ModSeq modseq, Uid uid
   Settled out;
   for (const auto& done : *fetched) {
     if (!done.ok()) co_return rejected(side_, "UID FETCH", done);
-    collect_changes(done, out.changes);
+    collect_changes(done, out);
     collect_summaries(done, uidnext, out.above);
   }
   out.highestmodseq = highestmodseq();
   co_return out;
 }
 
-asio::awaitable<Result<std::vector<FetchedMessage>>> Replica::fetch_bodies(
+asio::awaitable<Result<std::vector<FetchedMessage>>> ImapStore::fetch_bodies(
     const std::vector<Uid>& uids) {
   auto& s = client_->session();
   auto fetch = s.uid_fetch(set_of(uids), "(UID INTERNALDATE BODY.PEEK[])");
@@ -439,7 +436,7 @@ asio::awaitable<Result<std::vector<FetchedMessage>>> Replica::fetch_bodies(
   co_return out;
 }
 
-asio::awaitable<Result<std::vector<MessageSummary>>> Replica::summaries_from(Uid from) {
+asio::awaitable<Result<std::vector<MessageSummary>>> ImapStore::summaries_from(Uid from) {
   auto fetched = co_await client_->wait_all(fetch_summaries(client_->session(), from));
   if (!fetched) co_return fetched.error();
   std::vector<MessageSummary> out;
@@ -450,8 +447,10 @@ asio::awaitable<Result<std::vector<MessageSummary>>> Replica::summaries_from(Uid
   co_return out;
 }
 
-asio::awaitable<Result<Replica::Appended>> Replica::append(
-    const std::string& internal, std::vector<imap::cmd::AppendMessage> messages) {
+asio::awaitable<Result<Appended>> ImapStore::append(const std::string& internal,
+                                                    std::vector<OutgoingMessage> outgoing) {
+  std::vector<imap::cmd::AppendMessage> messages;
+  for (auto& message : outgoing) messages.push_back(to_wire(std::move(message)));
   auto name = co_await wire_name(internal);
   if (!name) co_return name.error();
   auto& s = client_->session();
@@ -494,7 +493,7 @@ asio::awaitable<Result<Replica::Appended>> Replica::append(
   co_return result;
 }
 
-asio::awaitable<Result<std::set<Uid>>> Replica::set_flags_many(
+asio::awaitable<Result<std::set<Uid>>> ImapStore::set_flags(
     const std::vector<FlagUpdate>& updates) {
   auto& s = client_->session();
   std::map<std::pair<std::string, ModSeq>, std::pair<FlagSet, std::vector<Uid>>> groups;
@@ -536,7 +535,7 @@ asio::awaitable<Result<std::set<Uid>>> Replica::set_flags_many(
   co_return modified;
 }
 
-asio::awaitable<Status> Replica::expunge(const std::vector<Uid>& uids) {
+asio::awaitable<Status> ImapStore::expunge(const std::vector<Uid>& uids) {
   if (uids.empty()) co_return ok_status();
   auto& s = client_->session();
   const imap::SequenceSet set = set_of(uids);
@@ -564,7 +563,7 @@ asio::awaitable<Status> Replica::expunge(const std::vector<Uid>& uids) {
   co_return ok_status();
 }
 
-asio::awaitable<Status> Replica::remove(const std::string& internal) {
+asio::awaitable<Status> ImapStore::remove(const std::string& internal) {
   auto name = co_await wire_name(internal);
   if (!name) co_return name.error();
   auto& s = client_->session();
@@ -580,7 +579,7 @@ asio::awaitable<Status> Replica::remove(const std::string& internal) {
   co_return ok_status();
 }
 
-asio::awaitable<Status> Replica::rename(const std::string& from, const std::string& to) {
+asio::awaitable<Status> ImapStore::rename(const std::string& from, const std::string& to) {
   auto old_name = co_await wire_name(from);
   if (!old_name) co_return old_name.error();
   auto new_name = co_await wire_name(to);
@@ -603,8 +602,7 @@ asio::awaitable<Status> Replica::rename(const std::string& from, const std::stri
   co_return ok_status();
 }
 
-asio::awaitable<Result<Replica::FullObservation>> Replica::observe_all(
-    const std::string& internal) {
+asio::awaitable<Result<FullObservation>> ImapStore::observe_all(const std::string& internal) {
   auto name = co_await wire_name(internal);
   if (!name) co_return name.error();
   auto& s = client_->session();
@@ -627,7 +625,7 @@ asio::awaitable<Result<Replica::FullObservation>> Replica::observe_all(
   co_return out;
 }
 
-asio::awaitable<Status> Replica::unselect() {
+asio::awaitable<Status> ImapStore::unselect() {
   auto& s = client_->session();
   if (!s.mailbox()) {
     selected_.clear();
@@ -641,7 +639,7 @@ asio::awaitable<Status> Replica::unselect() {
   co_return ok_status();
 }
 
-asio::awaitable<Result<bool>> Replica::start_idle(const std::string& internal) {
+asio::awaitable<Result<bool>> ImapStore::start_idle(const std::string& internal) {
   auto& s = client_->session();
   if (!s.has_capability("IDLE") && !s.has_capability("IMAP4REV2")) co_return false;
   auto name = co_await wire_name(internal);
@@ -657,7 +655,7 @@ asio::awaitable<Result<bool>> Replica::start_idle(const std::string& internal) {
   co_return true;
 }
 
-asio::awaitable<Result<bool>> Replica::wait_for_change(net::Duration slice) {
+asio::awaitable<Result<bool>> ImapStore::wait_for_change(std::chrono::milliseconds slice) {
   auto next = co_await client_->next_unsolicited(slice);
   if (!next) co_return next.error();
   bool changed = false;
@@ -682,7 +680,7 @@ asio::awaitable<Result<bool>> Replica::wait_for_change(net::Duration slice) {
   co_return changed;
 }
 
-asio::awaitable<Status> Replica::stop_idle() {
+asio::awaitable<Status> ImapStore::stop_idle() {
   if (!idle_) co_return ok_status();
   const imap::CommandId id = *idle_;
   idle_.reset();
@@ -694,7 +692,7 @@ asio::awaitable<Status> Replica::stop_idle() {
   co_return ok_status();
 }
 
-asio::awaitable<Status> Replica::notify(bool on) {
+asio::awaitable<Status> ImapStore::notify(bool on) {
   auto& s = client_->session();
   imap::CommandBuilder builder("NOTIFY", s.wire_options());
   if (on) {
@@ -712,8 +710,8 @@ asio::awaitable<Status> Replica::notify(bool on) {
   co_return ok_status();
 }
 
-Result<Replica::Appended> Replica::appended_one(const imap::Completion& done,
-                                                const std::string& name) const {
+Result<Appended> ImapStore::appended_one(const imap::Completion& done,
+                                         const std::string& name) const {
   if (!done.ok()) return rejected(side_, fmt::format("APPEND to {}", printable(name)), done);
   const auto& code = done.status.code;
   // CVE-2021-3578 class: validate the code before trusting it.
@@ -727,22 +725,37 @@ Result<Replica::Appended> Replica::appended_one(const imap::Completion& done,
   return result;
 }
 
-asio::awaitable<Result<Replica::Appended>> Replica::append_streamed(
-    const std::string& internal, imap::cmd::AppendMessage message, std::uint64_t size,
-    net::BodySource& source) {
+namespace {
+// net::Client pulls the pieces of a streamed literal through its own interface.
+class WireSource : public net::BodySource {
+ public:
+  explicit WireSource(sync::BodySource& source) : source_(source) {}
+  asio::awaitable<Result<std::string>> next_piece() override { return source_.next_piece(); }
+
+ private:
+  sync::BodySource& source_;
+};
+}  // namespace
+
+asio::awaitable<Result<Appended>> ImapStore::append_streamed(const std::string& internal,
+                                                             OutgoingMessage outgoing,
+                                                             std::uint64_t size,
+                                                             BodySource& source) {
   auto name = co_await wire_name(internal);
   if (!name) co_return name.error();
+  imap::cmd::AppendMessage message = to_wire(std::move(outgoing));
   message.content.clear();
   message.streamed_size = size;
   std::vector<imap::cmd::AppendMessage> one;
   one.push_back(std::move(message));
   auto id = client_->session().append(*name, std::move(one));
-  auto done = co_await client_->wait_streaming(std::move(id), source);
+  WireSource wire(source);
+  auto done = co_await client_->wait_streaming(std::move(id), wire);
   if (!done) co_return done.error();
   co_return appended_one(*done, *name);
 }
 
-asio::awaitable<Result<std::set<Uid>>> Replica::exact_sizes(
+asio::awaitable<Result<std::set<Uid>>> ImapStore::exact_sizes(
     const std::map<Uid, std::uint64_t>& sizes) {
   auto& s = client_->session();
   std::vector<imap::CommandId> ids;
@@ -773,6 +786,39 @@ asio::awaitable<Result<std::set<Uid>>> Replica::exact_sizes(
     }
   }
   co_return exact;
+}
+
+asio::awaitable<Result<std::optional<char>>> ImapStore::delimiter() {
+  Status known = co_await learn_delimiter();
+  if (!known) co_return known.error();
+  co_return delimiter_;
+}
+
+std::unique_ptr<BodyReader> ImapStore::read_body(Uid uid, std::uint64_t size) {
+  return std::make_unique<BodyPieces>(*this, uid, size);
+}
+
+bool ImapStore::can_notify() const { return client_->session().has_capability("NOTIFY"); }
+
+Traffic ImapStore::traffic() const {
+  const auto counters = client_->counters();
+  return {counters.wire_in, counters.wire_out};
+}
+
+void ImapStore::close() { client_->close(); }
+
+asio::awaitable<void> ImapStore::logout() { co_await client_->logout(); }
+
+asio::awaitable<Result<std::unique_ptr<MailStore>>> ImapConnector::open(Side side,
+                                                                        const MailStore* sibling) {
+  auto client = co_await net::Client::connect(endpoints_[side]);
+  if (!client) co_return client.error();
+  auto store = std::make_unique<ImapStore>(side, std::move(*client), references_[side]);
+  Status prepared = co_await store->prepare();
+  if (!prepared) co_return prepared.error();
+  // Another connection to the same server already listed it: same delimiter, no LIST needed.
+  if (const auto* imap = dynamic_cast<const ImapStore*>(sibling)) store->adopt_delimiter(*imap);
+  co_return std::unique_ptr<MailStore>(std::move(store));
 }
 
 Status BodyPieces::request_more() {

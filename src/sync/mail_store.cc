@@ -1,0 +1,33 @@
+#include "sync/mail_store.h"
+
+#include <algorithm>
+
+namespace twinbox::sync {
+
+void UidSet::add(Uid first, Uid last) {
+  if (first > last) std::swap(first, last);
+  // The ranges that touch or overlap [first, last] merge with it.
+  auto begin = std::lower_bound(ranges_.begin(), ranges_.end(), first, [](const Range& r, Uid v) {
+    return r.last != kMaxUid && r.last + 1 < v;
+  });
+  auto end = begin;
+  while (end != ranges_.end() && (last == kMaxUid || end->first <= last + 1)) {
+    first = std::min(first, end->first);
+    last = std::max(last, end->last);
+    ++end;
+  }
+  begin = ranges_.erase(begin, end);
+  ranges_.insert(begin, Range{first, last});
+}
+
+void UidSet::add(const UidSet& other) {
+  for (const auto& r : other.ranges_) add(r.first, r.last);
+}
+
+bool UidSet::contains(Uid uid) const {
+  auto it = std::lower_bound(ranges_.begin(), ranges_.end(), uid,
+                             [](const Range& r, Uid v) { return r.last < v; });
+  return it != ranges_.end() && it->first <= uid;
+}
+
+}  // namespace twinbox::sync

@@ -1,0 +1,244 @@
+// The seam between the sync engine and a mail server (in the spirit of isync's driver.h): what
+// the engine may ask of one side, in the engine's own terms. No IMAP syntax crosses it: mailbox
+// names are internal names (UTF-8, hierarchy delimiter replaced by '\0'), messages are UIDs,
+// flags are canonical FlagSets (model.h), and every answer is a value or an Error.
+//
+// Implementations:
+// - ImapStore (imap_store.h): a real server through net::Client, pipelined UID commands;
+// - MemoryStore (memory_store.h): an in-memory server with IMAP semantics and fault injection,
+//   for the deterministic simulator and the engine's unit tests;
+// - DryRunStore (dry_run_store.h): forwards what reads and records what would change.
+//
+// Contract common to all: one MailStore is one connection to one server, used by one coroutine
+// at a time. "The selected mailbox" is the one the last observe()/observe_all() read; the
+// message-level calls (fetch, append's UIDs, store, expunge) act on it. A call that fails with
+// an I/O-class error (Errc::io/eof/timeout) may or may not have taken effect on the server
+// (a lost acknowledgement); the engine records its intent before any effect for that reason.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <asio/awaitable.hpp>
+
+#include "base/error.h"
+#include "store/state_db.h"
+#include "sync/model.h"
+
+namespace twinbox::sync {
+
+// The largest UID (RFC 9051 §2.3.1.1: a 32-bit unsigned number). One definition for sync.
+inline constexpr Uid kMaxUid = store::kMaxUid;
+
+// A set of UIDs kept as sorted disjoint ranges, never expanded: a server may report every UID
+// (1:4294967295) as vanished.
+class UidSet {
+ public:
+  struct Range {
+    Uid first = 0, last = 0;  // inclusive
+    friend bool operator==(const Range&, const Range&) = default;
+  };
+  void add(Uid first, Uid last);
+  void add(Uid uid) { add(uid, uid); }
+  void add(const UidSet& other);
+  bool contains(Uid uid) const;
+  bool empty() const { return ranges_.empty(); }
+  const std::vector<Range>& ranges() const { return ranges_; }
+  friend bool operator==(const UidSet&, const UidSet&) = default;
+
+ private:
+  std::vector<Range> ranges_;  // sorted, disjoint, non-adjacent
+};
+
+struct ListedMailbox {
+  std::string name;  // internal name: UTF-8, reference stripped, delimiter replaced by '\0'
+  std::string wire;  // the name as the server sent it, for messages
+  bool selectable = true;
+  bool subscribed = false;
+  // What the server said without selecting the mailbox (LIST-STATUS), when it said it.
+  std::optional<std::uint32_t> uidvalidity, uidnext;
+  std::optional<ModSeq> highestmodseq;
+};
+
+// What one side reported for one mailbox: its state and what changed since the recorded one.
+struct SideObservation {
+  SideChanges changes;  // vanished is left empty: the engine intersects vanished_set
+  UidSet vanished_set;  // expunged since the recorded state (may name unknown UIDs, or all)
+  std::uint32_t uidvalidity = 0;
+  std::uint32_t uidnext = 0;  // as announced when the mailbox was opened
+  ModSeq highestmodseq = 0;   // at the end of the observation (RFC 7162 §6)
+  std::uint32_t exists = 0;   // message count at the end of the observation
+  bool uidvalidity_changed = false;
+  // Evidence that the server's change tracking cannot be trusted for this mailbox (HIGHESTMODSEQ
+  // below the recorded value, or gone backwards while selected): the engine then re-reads the
+  // whole mailbox instead of relying on the reported changes.
+  std::vector<std::string> distrust;
+};
+
+// UID, size, flags, INTERNALDATE and MODSEQ of one message.
+struct MessageSummary {
+  Uid uid = 0;
+  std::uint64_t size = 0;
+  FlagSet flags;
+  std::string internal_date;
+  ModSeq modseq = 0;
+};
+
+// Every message of a mailbox (repair, distrust): the state as after observe(), and the messages
+// in ascending UID order.
+struct FullObservation {
+  SideObservation state;
+  std::vector<MessageSummary> messages;
+};
+
+struct FetchedMessage {
+  Uid uid = 0;
+  std::string body;
+  std::string internal_date;  // as the server sent it
+};
+
+// A message to append: its flags, INTERNALDATE (empty: the server's clock) and octets.
+struct OutgoingMessage {
+  FlagSet flags;
+  std::string internal_date;
+  std::string content;  // empty for a streamed append
+};
+
+struct Appended {
+  std::uint32_t uidvalidity = 0;
+  std::vector<Uid> uids;  // in the order of the messages given
+};
+
+// What changed since a mod-sequence, plus every message at or above a UID, after our own
+// changes; and the HIGHESTMODSEQ after both.
+struct Settled {
+  std::map<Uid, FlagSet> flags;
+  UidSet vanished;
+  std::vector<MessageSummary> above;
+  ModSeq highestmodseq = 0;
+};
+
+// Replace a message's flags, unless it changed after `unchanged_since` (RFC 7162 §3.1.3).
+struct FlagUpdate {
+  Uid uid = 0;
+  FlagSet flags;
+  ModSeq unchanged_since = 0;
+};
+
+// A message body handed out in pieces (never all in memory), for streamed copies and hashes.
+class BodySource {
+ public:
+  virtual ~BodySource() = default;
+  // The next piece, never empty before the announced size is reached; an error ends the stream.
+  virtual asio::awaitable<Result<std::string>> next_piece() = 0;
+};
+
+// A body of the selected mailbox read piecewise; finished() once every octet was handed out.
+class BodyReader : public BodySource {
+ public:
+  virtual bool finished() const = 0;
+};
+
+// Bytes exchanged with a server (after TLS/COMPRESS), for the run summary.
+struct Traffic {
+  std::uint64_t in = 0, out = 0;
+};
+
+class MailStore {
+ public:
+  virtual ~MailStore() = default;
+
+  virtual Side side() const = 0;
+  // The hierarchy delimiter, once known (command-line names use the local one).
+  virtual asio::awaitable<Result<std::optional<char>>> delimiter() = 0;
+
+  // --- Mailboxes ---
+  // Mailboxes matching the patterns (internal names, '*' and '%' as in LIST), with their
+  // subscription and, where the server offers it cheaply, their status.
+  virtual asio::awaitable<Result<std::vector<ListedMailbox>>> list(
+      const std::vector<std::string>& patterns, const std::vector<std::string>& select_opts) = 0;
+  // Succeeds when the mailbox exists afterwards (made by us or by someone else).
+  virtual asio::awaitable<Status> create(const std::string& name) = 0;
+  virtual asio::awaitable<Status> subscribe(const std::string& name, bool on) = 0;
+  virtual asio::awaitable<Status> remove(const std::string& name) = 0;
+  // Inferiors follow (RFC 9051 §6.3.6).
+  virtual asio::awaitable<Status> rename(const std::string& from, const std::string& to) = 0;
+
+  // --- Observing one mailbox (it becomes the selected one) ---
+  // What changed since `recorded` (UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ; all unset on a first
+  // sync): expunges, flag changes with their MODSEQ, and every message at or above the recorded
+  // UIDNEXT. When UIDVALIDITY differs from the recorded one, only the state is filled in and
+  // uidvalidity_changed is set.
+  virtual asio::awaitable<Result<SideObservation>> observe(const std::string& name,
+                                                           const store::SideState& recorded) = 0;
+  // Every message, without relying on change tracking.
+  virtual asio::awaitable<Result<FullObservation>> observe_all(const std::string& name) = 0;
+  // UIDNEXT of the selected mailbox as last reported (0 when unknown).
+  virtual std::uint32_t uidnext() const = 0;
+
+  // --- Messages of the selected mailbox ---
+  // Bodies and INTERNALDATEs of `uids`, in that order; a UID that no longer exists is left out.
+  virtual asio::awaitable<Result<std::vector<FetchedMessage>>> fetch_bodies(
+      const std::vector<Uid>& uids) = 0;
+  // Summaries of every message with UID >= `from`, ascending.
+  virtual asio::awaitable<Result<std::vector<MessageSummary>>> summaries_from(Uid from) = 0;
+  // Which of the messages (UID -> announced size) have a body of exactly that size: only those
+  // can be streamed, since a streamed append announces its size before the body is read.
+  virtual asio::awaitable<Result<std::set<Uid>>> exact_sizes(
+      const std::map<Uid, std::uint64_t>& sizes) = 0;
+  // The body of `uid` (of exactly `size` octets) in pieces.
+  virtual std::unique_ptr<BodyReader> read_body(Uid uid, std::uint64_t size) = 0;
+  // After our own changes: see Settled.
+  virtual asio::awaitable<Result<Settled>> settle(ModSeq modseq, Uid uidnext) = 0;
+  // Replaces flags conditionally; returns the UIDs that were NOT changed because they had
+  // changed since their bound (MODIFIED).
+  virtual asio::awaitable<Result<std::set<Uid>>> set_flags(
+      const std::vector<FlagUpdate>& updates) = 0;
+  // Expunges exactly `uids` (never other messages, e.g. other clients' \Deleted ones).
+  virtual asio::awaitable<Status> expunge(const std::vector<Uid>& uids) = 0;
+
+  // --- Appending to a mailbox (need not be the selected one) ---
+  virtual asio::awaitable<Result<Appended>> append(const std::string& name,
+                                                   std::vector<OutgoingMessage> messages) = 0;
+  // One message of exactly `size` octets pulled from `source` while it is written.
+  virtual asio::awaitable<Result<Appended>> append_streamed(const std::string& name,
+                                                            OutgoingMessage message,
+                                                            std::uint64_t size,
+                                                            BodySource& source) = 0;
+
+  // --- Watch mode ---
+  // Leave the selected mailbox, so that list() reports every mailbox exactly.
+  virtual asio::awaitable<Status> unselect() = 0;
+  // Whether the server can announce changes in every mailbox on this connection (NOTIFY).
+  virtual bool can_notify() const = 0;
+  virtual asio::awaitable<Status> notify(bool on) = 0;
+  // Start waiting for changes in `name`; false when the server cannot (no IDLE).
+  virtual asio::awaitable<Result<bool>> start_idle(const std::string& name) = 0;
+  // Waits up to `slice` for an announced change; true when one came.
+  virtual asio::awaitable<Result<bool>> wait_for_change(std::chrono::milliseconds slice) = 0;
+  virtual asio::awaitable<Status> stop_idle() = 0;
+
+  // --- The connection ---
+  virtual Traffic traffic() const = 0;
+  // Closes without a goodbye (every command has completed).
+  virtual void close() = 0;
+  // Says goodbye (LOGOUT) and closes.
+  virtual asio::awaitable<void> logout() = 0;
+};
+
+// Opens connections to the two servers. `sibling` is an open store of the same side, whose
+// knowledge (the delimiter) a new connection may reuse.
+class StoreConnector {
+ public:
+  virtual ~StoreConnector() = default;
+  virtual asio::awaitable<Result<std::unique_ptr<MailStore>>> open(Side side,
+                                                                   const MailStore* sibling) = 0;
+};
+
+}  // namespace twinbox::sync
