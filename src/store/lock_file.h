@@ -29,6 +29,9 @@ class LockFile {
   // When another process holds it: Errc::io "<owner> is in use by another twinbox (pid N)".
   static Result<LockFile> acquire(const std::string& path, std::string_view owner);
 
+  // Holds nothing: for a database that no other process can see (StateDb::open_scratch).
+  static LockFile none() { return LockFile(-1, ""); }
+
   LockFile(LockFile&& other) noexcept
       : fd_(std::exchange(other.fd_, -1)), path_(std::move(other.path_)) {}
   LockFile& operator=(LockFile&& other) noexcept;

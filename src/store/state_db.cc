@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <unordered_set>
@@ -57,6 +59,23 @@ Status create_file(const std::string& path) {
   if (rc != 0) return os_error("set mode 0600 on", path, err);
   return ok_status();
 }
+
+// TWINBOX_TEST_EXIT_AFTER_COMMITS: 0 when unset or empty.
+Result<std::uint64_t> exit_after_commits_from_environment() {
+  const char* value = std::getenv(kExitAfterCommitsVariable);
+  if (value == nullptr || *value == '\0') return std::uint64_t{0};
+  const std::string_view text(value);
+  std::uint64_t n = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc() || end != text.data() + text.size() || n == 0) {
+    return Error(Errc::usage, fmt::format("{}={}: expected a number of commits >= 1",
+                                          kExitAfterCommitsVariable, printable(text)));
+  }
+  return n;
+}
+
+// What SQLite's auto-checkpoint does by default (SQLITE_DEFAULT_WAL_AUTOCHECKPOINT).
+constexpr int kCheckpointPages = 1000;
 
 // Side as stored in `side` and `target_side` columns (0 or 1, see side.h).
 std::int64_t side_value(Side side) { return static_cast<std::int64_t>(side_index(side)); }
@@ -140,14 +159,55 @@ Status Transaction::rollback() {
 // --- Opening ---
 
 StateDb::StateDb(std::string path, LockFile lock, std::unique_ptr<sql::Connection> db,
-                 bool read_only)
-    : path_(std::move(path)), lock_(std::move(lock)), db_(std::move(db)), read_only_(read_only) {}
+                 bool read_only, std::uint64_t exit_after_commits)
+    : path_(std::move(path)),
+      lock_(std::move(lock)),
+      db_(std::move(db)),
+      read_only_(read_only),
+      exit_after_commits_(exit_after_commits) {
+  // The WAL hook, unlike the commit hook (which runs before the commit is final and may still
+  // see it fail), runs once the commit is durable and its write lock released: the exact point
+  // of a durable step. Registering it turns SQLite's auto-checkpoint off; after_commit does it.
+  sqlite3_wal_hook(
+      db_->handle(),
+      [](void* self, sqlite3*, const char* schema, int wal_pages) -> int {
+        static_cast<StateDb*>(self)->after_commit(schema, wal_pages);
+        return SQLITE_OK;
+      },
+      this);
+}
 
-StateDb::~StateDb() = default;
+StateDb::~StateDb() {
+  // The connection outlives the members declared after it (the observer).
+  sqlite3_wal_hook(db_->handle(), nullptr, nullptr);
+  sqlite3_commit_hook(db_->handle(), nullptr, nullptr);
+}
+
+void StateDb::after_commit(const char* schema, int wal_pages) {
+  ++commits_;
+  log_debug("state: committed {}", commits_);
+  if (commit_observer_) commit_observer_(commits_);
+  if (commits_ == exit_after_commits_) {
+    log_warning("state: exiting with status {} after commit {} ({})", kExitAfterCommitsStatus,
+                commits_, kExitAfterCommitsVariable);
+    _exit(kExitAfterCommitsStatus);
+  }
+  if (wal_pages >= kCheckpointPages) {
+    // PASSIVE, as the auto-checkpoint: copies what no reader still needs, never waits. BUSY
+    // (another checkpoint is running) is retried after a later commit.
+    const int rc = sqlite3_wal_checkpoint_v2(db_->handle(), schema, SQLITE_CHECKPOINT_PASSIVE,
+                                             nullptr, nullptr);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
+      log_warning("{}: checkpoint failed: {}", db_->label(), sqlite3_errstr(rc));
+    }
+  }
+}
 
 Result<std::unique_ptr<StateDb>> StateDb::open(const std::string& path, OpenOptions options) {
   const std::string label = label_for(path);
   if (path.empty()) return Error(Errc::io, "the state database path is empty");
+  auto exit_after_commits = exit_after_commits_from_environment();
+  if (!exit_after_commits) return std::move(exit_after_commits).error();
   const bool create = options.create && !options.read_only;
 
   struct stat st {};
@@ -226,19 +286,61 @@ Result<std::unique_ptr<StateDb>> StateDb::open(const std::string& path, OpenOpti
     if (auto s = migrate(db, *version, migrations()); !s) return std::move(s).error();
   }
 
-  // Every durable step shows in --debug output: crash tests stop the process right after each
-  // one ("isync style"), and a user can see what a run recorded. Fires for every commit,
-  // explicit or autocommit.
-  sqlite3_commit_hook(
-      db.handle(),
-      [](void*) -> int {
-        log_debug("state: commit");
-        return 0;  // 0: let the commit proceed
-      },
-      nullptr);
+  // Every durable step from here on shows in --debug output (the constructor's WAL hook), so a
+  // user can see what a run recorded; crash tests stop the process right after each one.
+  return std::unique_ptr<StateDb>(new StateDb(path, std::move(lock).value(),
+                                              std::move(connection).value(), options.read_only,
+                                              *exit_after_commits));
+}
 
+Result<std::unique_ptr<StateDb>> StateDb::open_scratch(const std::string& copy_of) {
+  const std::string label = copy_of.empty() ? std::string("scratch state database")
+                                            : fmt::format("scratch copy of {}", label_for(copy_of));
+  auto connection = sql::Connection::open(":memory:", false, label);
+  if (!connection) return std::move(connection).error();
+  sql::Connection& db = **connection;
+  struct stat st {};
+  if (!copy_of.empty() && stat(copy_of.c_str(), &st) == 0) {
+    if (!S_ISREG(st.st_mode)) {
+      return Error(Errc::io, fmt::format("{} is not a regular file", label_for(copy_of)));
+    }
+    // The backup API reads a consistent snapshot (the WAL included) through a read-only
+    // connection, which never checkpoints or truncates anything.
+    auto source = sql::Connection::open(copy_of, true, label_for(copy_of));
+    if (!source) return std::move(source).error();
+    sqlite3_backup* backup = sqlite3_backup_init(db.handle(), "main", (*source)->handle(), "main");
+    if (backup == nullptr) return db.error(sqlite3_errcode(db.handle()), "copy");
+    const int stepped = sqlite3_backup_step(backup, -1);
+    const int finished = sqlite3_backup_finish(backup);
+    if (stepped != SQLITE_DONE) return (*source)->error(stepped, "copy");
+    if (finished != SQLITE_OK) return db.error(finished, "copy");
+  }
+  auto version = read_schema_version(db);
+  if (!version) return std::move(version).error();
+  const int current = current_schema_version();
+  if (*version > current) {
+    return Error(Errc::io,
+                 fmt::format("{} has schema version {}, but this twinbox knows versions up to {}: "
+                             "use a newer twinbox",
+                             label, *version, current));
+  }
+  if (auto s = db.exec("PRAGMA foreign_keys = ON;"); !s) return std::move(s).error();
+  if (*version < current) {
+    if (auto s = migrate(db, *version, migrations()); !s) return std::move(s).error();
+  }
   return std::unique_ptr<StateDb>(
-      new StateDb(path, std::move(lock).value(), std::move(connection).value(), options.read_only));
+      new StateDb(label, LockFile::none(), std::move(connection).value(), false, 0));
+}
+
+void StateDb::set_commit_gate(std::function<bool()> allow) {
+  commit_gate_ = std::move(allow);
+  sqlite3_commit_hook(
+      db_->handle(),
+      [](void* self) -> int {
+        const auto& gate = static_cast<StateDb*>(self)->commit_gate_;
+        return gate && !gate() ? 1 : 0;  // non-zero turns the COMMIT into a ROLLBACK
+      },
+      this);
 }
 
 Result<int> StateDb::schema_version() { return read_schema_version(*db_); }

@@ -15,6 +15,18 @@
 // ones that write several rows (rename_mailbox, clear_side, rematch_orphan) are atomic on their
 // own either way (a SAVEPOINT).
 //
+// Commits. Every completed commit of a write transaction (explicit, or a write outside one) is
+// counted and logged at debug level as "state: committed N", from SQLite's WAL hook: it runs once
+// the commit is durable and visible to other connections, never before. The hook replaces
+// SQLite's auto-checkpoint, so it also checkpoints (PASSIVE) once the WAL holds 1000 pages, as
+// the auto-checkpoint would. A commit that changed nothing is not counted.
+//
+// Test stop point. When the environment variable TWINBOX_TEST_EXIT_AFTER_COMMITS=N (N >= 1) is
+// set at open(), the process calls _exit(kExitAfterCommitsStatus) right after its Nth counted
+// commit: an exact crash point for tests that interrupt a sync after every durable step and
+// resume it (as isync's test harness does). Never set it outside tests: it ends the process with
+// its servers' connections dropped mid-command. A malformed value fails open() (Errc::usage).
+//
 // Exclusivity. open() takes an exclusive lock (store/lock_file.h) before touching the database, so
 // two twinbox processes never share one; the lock lives as long as the StateDb, and a lock left
 // by a crashed process does not block.
@@ -64,6 +76,10 @@ using Uid = std::uint32_t;
 using ModSeq = std::uint64_t;
 
 inline constexpr Uid kMaxUid = 4294967295u;
+
+// The test stop point (see the header comment): the variable, and the process's exit status.
+inline constexpr const char* kExitAfterCommitsVariable = "TWINBOX_TEST_EXIT_AFTER_COMMITS";
+inline constexpr int kExitAfterCommitsStatus = 86;
 
 struct OpenOptions {
   bool create = true;      // create the file, and missing parent directories (mode 0700)
@@ -151,6 +167,12 @@ class StateDb {
   // processes, and brings its schema up to date. A file that is not a twinbox database or has a
   // newer schema is left untouched and named in the error.
   static Result<std::unique_ptr<StateDb>> open(const std::string& path, OpenOptions options = {});
+  // An in-memory database, gone when the StateDb is: empty, or a copy of the twinbox database at
+  // `copy_of` as it was when opened (read only, no lock taken: nothing is written to that file or
+  // beside it; a missing file gives an empty database). --dry-run works on such a copy, and the
+  // simulator on an empty one. Schema checks and migrations as in open().
+  static Result<std::unique_ptr<StateDb>> open_scratch(const std::string& copy_of);
+
   ~StateDb();
   StateDb(const StateDb&) = delete;
   StateDb& operator=(const StateDb&) = delete;
@@ -160,6 +182,17 @@ class StateDb {
   Result<int> schema_version();
   // For tests that check per-connection settings (synchronous, foreign_keys).
   sql::Connection& connection_for_testing();
+  // Completed commits since open() (see the header comment).
+  std::uint64_t commits() const { return commits_; }
+  // Called with commits() after each completed commit, before the test stop point and the
+  // checkpoint; it may read the database through another connection. Not for production use.
+  void set_commit_observer_for_testing(std::function<void(std::uint64_t)> observer) {
+    commit_observer_ = std::move(observer);
+  }
+
+  // Asked before each commit; when it answers false the commit is rolled back and fails. The
+  // simulator's kill: a killed process commits nothing more. Not for production use.
+  void set_commit_gate(std::function<bool()> allow);
 
   Result<Transaction> begin();
 
@@ -227,7 +260,11 @@ class StateDb {
 
  private:
   friend class Transaction;
-  StateDb(std::string path, LockFile lock, std::unique_ptr<sql::Connection> db, bool read_only);
+  StateDb(std::string path, LockFile lock, std::unique_ptr<sql::Connection> db, bool read_only,
+          std::uint64_t exit_after_commits);
+
+  // SQLite's WAL hook: a commit of `wal_pages` pages in total is complete.
+  void after_commit(const char* schema, int wal_pages);
 
   Status end_transaction(std::string_view sql);
   // Runs `body` inside a SAVEPOINT: all of it or none of it, inside a transaction or not.
@@ -242,6 +279,10 @@ class StateDb {
   std::unique_ptr<sql::Connection> db_;
   bool read_only_;
   bool in_transaction_ = false;
+  std::function<bool()> commit_gate_;
+  std::uint64_t commits_ = 0;
+  std::uint64_t exit_after_commits_;  // 0: never
+  std::function<void(std::uint64_t)> commit_observer_;
 };
 
 }  // namespace twinbox::store

@@ -1068,6 +1068,31 @@ testing::AssertionResult ran_ok(const RunResult& result) {
   return testing::AssertionFailure() << result.describe();
 }
 
+testing::AssertionResult exited_after_commits(const RunResult& result, int commits) {
+  if (result.killed || result.timed_out || result.status != kExitedAfterCommits) {
+    return testing::AssertionFailure()
+           << "expected the run to exit with status " << kExitedAfterCommits << " after commit "
+           << commits << ": " << result.describe();
+  }
+  const std::string said =
+      fmt::format("state: exiting with status {} after commit {} (", kExitedAfterCommits, commits);
+  if (result.err.find(said) == std::string::npos) {
+    return testing::AssertionFailure()
+           << "no \"" << said << "\" in its output: " << result.describe();
+  }
+  // With --debug, every commit is logged: exactly `commits` of them before the exit.
+  int logged = 0;
+  for (std::size_t at = 0; (at = result.err.find("state: committed ", at)) != std::string::npos;
+       ++at) {
+    ++logged;
+  }
+  if (logged != 0 && logged != commits) {
+    return testing::AssertionFailure() << logged << " \"state: committed\" lines instead of "
+                                       << commits << ": " << result.describe();
+  }
+  return testing::AssertionSuccess();
+}
+
 std::vector<std::string> change_lines(std::string_view output) {
   std::vector<std::string> lines;
   std::size_t pos = 0;
@@ -1311,6 +1336,14 @@ RunResult SyncPair::run_killed_after(const KillAt& when, const std::vector<std::
   return run_twinbox(config_path(), args, o);
 }
 
+RunResult SyncPair::run_exiting_after_commits(int commits, const std::vector<std::string>& args,
+                                              std::chrono::milliseconds timeout) const {
+  RunOptions o;
+  o.timeout = timeout.count() > 0 ? timeout : options_.timeout;
+  o.env.push_back(fmt::format("TWINBOX_TEST_EXIT_AFTER_COMMITS={}", commits));
+  return run_twinbox(config_path(), args, o);
+}
+
 RunResult SyncPair::run_with_config(const std::string& config,
                                     const std::vector<std::string>& args) const {
   RunOptions o;
@@ -1340,7 +1373,12 @@ RunResult SyncPair::run_twinbox(const std::string& config, const std::vector<std
   if (const char* extra = std::getenv("TWINBOX_SYNC_EXTRA_ARGS")) {
     for (auto& word : split_words(extra)) argv.push_back(std::move(word));
   }
-  RunResult result = run_process(argv, environment(), options);
+  std::vector<std::string> env = environment();
+  env.insert(env.end(), options.env.begin(), options.env.end());
+  RunResult result = run_process(argv, env, options);
+  for (auto it = options.env.rbegin(); it != options.env.rend(); ++it) {
+    result.command = *it + " " + result.command;  // shown by describe() and in the log
+  }
   // Every run's full output, for a look after the fact (TWINBOX_KEEP_LAB=1 keeps dir()).
   std::ofstream log(fmt::format("{}/runs/{:02}.log", dir_, ++runs_));
   log << result.command << "\n"

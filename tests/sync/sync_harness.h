@@ -152,7 +152,8 @@ struct KillAt {
   int signal = SIGKILL;  // what is sent at that point (SIGTERM: ask for a clean stop)
 
   static KillAt after(std::chrono::milliseconds delay);
-  // Lines matching an ECMAScript regex, case-insensitive.
+  // Lines matching a POSIX extended regex, case-insensitive (glibc: \b and \w work, \d does
+  // not: write [0-9]).
   static KillAt on_output(const std::string& regex, int occurrence = 1);
   static KillAt on_line(std::function<bool(std::string_view line)> predicate, std::string what,
                         int occurrence = 1);
@@ -177,6 +178,7 @@ struct RunResult {
 struct RunOptions {
   std::chrono::milliseconds timeout{60'000};
   std::optional<KillAt> kill;
+  std::vector<std::string> env;  // "KEY=value" added to SyncPair's environment for this run
 };
 
 // Runs argv (argv[0] a path) with exactly the environment `env` ("KEY=value"), stdin from
@@ -188,6 +190,14 @@ RunResult run_process(const std::vector<std::string>& argv, const std::vector<st
 
 // Exit status 0, no timeout, not killed; else the run's description.
 testing::AssertionResult ran_ok(const RunResult& result);
+
+// TWINBOX_TEST_EXIT_AFTER_COMMITS=N (store/state_db.h) makes twinbox _exit with this status right
+// after its Nth commit to the state database: an exact crash point after a durable step.
+inline constexpr int kExitedAfterCommits = 86;
+// The run stopped itself right after its `commits`th commit: status kExitedAfterCommits, neither
+// killed nor timed out, its warning names that commit, and (with --debug) exactly `commits`
+// "state: committed" lines came before.
+testing::AssertionResult exited_after_commits(const RunResult& result, int commits);
 
 // Output lines that report a change (best effort: the engine's wording is free). A line is cut
 // into clauses at ';'. A clause reports a change if it has a change word (copy, append, expunge,
@@ -274,6 +284,12 @@ class SyncPair {
   RunResult run_killed_after(const KillAt& when, const std::vector<std::string>& args = {},
                              std::chrono::milliseconds timeout = std::chrono::milliseconds{
                                  0}) const;
+  // The same, with TWINBOX_TEST_EXIT_AFTER_COMMITS=`commits`: twinbox exits with status
+  // kExitedAfterCommits right after its `commits`th commit to the state database, unless it
+  // finishes with fewer (check with exited_after_commits, else ran_ok).
+  RunResult run_exiting_after_commits(int commits, const std::vector<std::string>& args = {},
+                                      std::chrono::milliseconds timeout = std::chrono::milliseconds{
+                                          0}) const;
   // `twinbox --config CONFIG ARGS...`: another config on the same servers (list-reference).
   RunResult run_with_config(const std::string& config,
                             const std::vector<std::string>& args = {}) const;

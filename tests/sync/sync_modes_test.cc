@@ -177,9 +177,11 @@ TEST_F(SyncAdmin, InboxCannotBeDeleted) {
 // =============================================================================================
 // --repair and the distrust checks
 
-// A message expunged behind the state's back (no VANISHED will ever say so to a plain SELECT) is
-// copied back by --repair, never expunged on the other side; flag differences are merged.
-TEST(SyncRepair, CopiesBackWhatDisappearedAndMergesFlags) {
+// A message expunged on one side while the state paired it: --repair's plain SELECT sees no
+// VANISHED, only an absence, but the recorded pair proves both sides had it, so the deletion is
+// propagated (never undone by copying the message back, as InterIMAP's --repair would); flag
+// differences are merged.
+TEST(SyncRepair, PropagatesWhatWasExpungedAndMergesFlags) {
   SyncPair pair;
   pair.append(Side::remote, "INBOX", test_messages("rep", 6));
   ASSERT_TRUE(synced(pair));
@@ -187,11 +189,12 @@ TEST(SyncRepair, CopiesBackWhatDisappearedAndMergesFlags) {
   pair.add_flags(Side::remote, "INBOX", "\\Flagged", Search::message_id(test_message_id("rep", 3)));
   RunResult repaired = pair.run({"--repair"});
   ASSERT_TRUE(ran_ok(repaired));
-  EXPECT_THAT(repaired.err, HasSubstr("disappeared"));
+  EXPECT_THAT(repaired.err, ::testing::Not(HasSubstr("copying")));
   ASSERT_TRUE(pair.expect_converged());
   const auto s = pair.snapshots();
-  EXPECT_EQ(count_in(s[Side::local], "INBOX"), 6u);
-  EXPECT_EQ(count_in(s[Side::remote], "INBOX"), 6u);
+  EXPECT_EQ(count_in(s[Side::local], "INBOX"), 5u);
+  EXPECT_EQ(count_in(s[Side::remote], "INBOX"), 5u);
+  EXPECT_EQ(flags_of(s[Side::remote], "INBOX", test_message_id("rep", 2)), "0 copies");
   EXPECT_EQ(flags_of(s[Side::local], "INBOX", test_message_id("rep", 3)), "(\\Flagged)");
   EXPECT_TRUE(pair.expect_no_duplicates(Side::local));
 }
@@ -251,15 +254,16 @@ TEST(SyncDistrust, MessageCountThatDoesNotAddUpRereadsTheMailbox) {
 
 // =============================================================================================
 // Interrupt and resume after every durable step (in the style of isync's tests): a sync with
-// changes on both sides is killed right after its 1st, 2nd, ... commit to the state database
-// (--debug prints "state: commit" at each), until a run finishes on its own. After each kill a
-// normal run must converge with every message exactly once.
+// changes on both sides stops itself right after its 1st, 2nd, ... completed commit to the state
+// database (TWINBOX_TEST_EXIT_AFTER_COMMITS, an exact point, not a kill on a log line), until a
+// run finishes on its own. Every run before that one must really have been interrupted, and
+// after each a normal run must converge with every message exactly once.
 
 TEST(SyncInterrupted, KilledAfterEveryDurableStepThenResumed) {
   SyncPair pair;
   int finished_at = 0;
   for (int step = 1; step <= 60 && finished_at == 0; ++step) {
-    SCOPED_TRACE(fmt::format("killed after commit {}", step));
+    SCOPED_TRACE(fmt::format("stopped after commit {}", step));
     pair.reset_all();
     pair.create_mailbox(Side::remote, "Work", true);
     pair.append(Side::remote, "INBOX", test_messages("base", 6));
@@ -276,10 +280,12 @@ TEST(SyncInterrupted, KilledAfterEveryDurableStepThenResumed) {
     pair.create_mailbox(Side::local, "Fresh", true);
     pair.append(Side::local, "Fresh", test_messages("fresh", 2));
 
-    RunResult cut = pair.run_killed_after(KillAt::on_output("state: commit", step), {"--debug"});
-    if (!cut.killed) {
+    RunResult cut = pair.run_exiting_after_commits(step, {"--debug"});
+    if (cut.status == 0) {
       ASSERT_TRUE(ran_ok(cut));
       finished_at = step;
+    } else {
+      ASSERT_TRUE(exited_after_commits(cut, step));
     }
     ASSERT_TRUE(synced(pair)) << "after the run " << cut.describe();
     for (Side side : kSides) {
@@ -389,21 +395,51 @@ INSTANTIATE_TEST_SUITE_P(Literals, SyncStreaming, ::testing::Values(true, false)
                            return info.param ? "LiteralPlus" : "Synchronizing";
                          });
 
-// Killed while a large message is on its way (at random points of the stream and right after
-// each commit): the rerun pairs what arrived and copies what did not, once.
+// Interrupted while large messages are on their way, then resumed: the rerun pairs what arrived
+// and copies what did not, once. Each run is cut at another point: right after each of the first
+// 4 commits (TWINBOX_TEST_EXIT_AFTER_COMMITS), as each of the two streams starts (--debug's
+// "streaming N bytes" line), and at 4 random moments inside the time an uninterrupted run takes.
+// Every run but the random ones must really have been cut; of the random ones, at least one.
 TEST(SyncStreamingKilled, KilledWhileStreamingThenResumed) {
   SyncPair pair;
-  std::mt19937 random(4242);
-  for (int round = 0; round < 8; ++round) {
-    SCOPED_TRACE(fmt::format("round {}", round));
+  auto prepare = [&] {
     pair.reset_all();
     pair.append(Side::local, "INBOX", large_message("kill-l", 6 << 20));
     pair.append(Side::remote, "INBOX", large_message("kill-r", 4 << 20));
     pair.append(Side::remote, "INBOX", test_messages("kill-small", 3));
-    const KillAt when = round < 4 ? KillAt::on_output("state: commit", round + 1)
-                                  : KillAt::after(std::chrono::milliseconds(
-                                        std::uniform_int_distribution<int>(50, 600)(random)));
-    RunResult cut = pair.run_killed_after(when, {"--debug"});
+  };
+  // An uninterrupted run, to aim the random kills inside one.
+  prepare();
+  const RunResult whole = pair.run({"--debug"});
+  ASSERT_TRUE(ran_ok(whole));
+  ASSERT_TRUE(streamed_in(whole)) << whole.describe();
+  const auto duration = static_cast<int>(whole.elapsed.count());
+
+  std::mt19937 random(4242);
+  int random_kills = 0;
+  for (int round = 0; round < 10; ++round) {
+    SCOPED_TRACE(fmt::format("round {}", round));
+    prepare();
+    RunResult cut;
+    if (round < 4) {
+      cut = pair.run_exiting_after_commits(round + 1, {"--debug"});
+      ASSERT_TRUE(exited_after_commits(cut, round + 1));
+    } else if (round < 6) {
+      const KillAt when = KillAt::on_output(R"(streaming [0-9]+ bytes)", round - 3);
+      cut = pair.run_killed_after(when, {"--debug"});
+      ASSERT_TRUE(cut.killed) << "not killed " << when.describe() << ": " << cut.describe();
+    } else {
+      const std::chrono::milliseconds delay(
+          std::uniform_int_distribution<int>(duration / 10, duration * 3 / 4)(random));
+      cut = pair.run_killed_after(KillAt::after(delay), {"--debug"});
+      if (cut.killed) {
+        ++random_kills;
+      } else {
+        ASSERT_TRUE(ran_ok(cut)) << "the run to be killed after " << delay.count() << " ms";
+        std::cout << "[ info ] round " << round << ": finished in " << cut.elapsed.count()
+                  << " ms, before the kill at " << delay.count() << " ms\n";
+      }
+    }
     ASSERT_TRUE(synced(pair)) << "after the run " << cut.describe();
     for (Side side : kSides) {
       const Snapshot s = pair.snapshot(side);
@@ -411,8 +447,11 @@ TEST(SyncStreamingKilled, KilledWhileStreamingThenResumed) {
       EXPECT_EQ(s.at("INBOX").count(test_message_id("kill-r", 1)), 1u) << side_name(side);
       EXPECT_EQ(s.at("INBOX").messages.size(), 5u) << side_name(side);
     }
-    if (HasFailure()) break;
+    if (HasFailure()) return;
   }
+  EXPECT_GE(random_kills, 1) << "no random kill hit a running sync (an uninterrupted run took "
+                             << duration << " ms)";
+  RecordProperty("random_kills", random_kills);
 }
 
 // Memory does not grow with message size: copying a 48 MiB message costs about what a 2 MiB one
