@@ -125,7 +125,9 @@ asio::awaitable<int> run_sync(asio::io_context& io, const config::Config& config
     if (!endpoint) co_return report(endpoint.error());
     endpoints[side] = std::move(*endpoint);
   }
-  auto db = store::StateDb::open(config.database);
+  // --dry-run works on an in-memory copy: the state database is neither created nor changed.
+  auto db = options.dry_run ? store::StateDb::open_scratch(config.database)
+                            : store::StateDb::open(config.database);
   if (!db) {
     log_error("{}", db.error().to_string());
     co_return kExitState;

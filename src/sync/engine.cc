@@ -513,11 +513,14 @@ asio::awaitable<Status> Engine::sync_mailbox(const std::string& name, const Lane
   summary_.conflicts += plan->notes.size();
   if (options_.dry_run) {
     const std::string text = describe(*plan);
-    fmt::print("{}: {}", shown(name), text.empty() ? "nothing to do\n" : "\n" + text);
+    fmt::print("{}:{}", shown(name), text.empty() ? " nothing to do\n" : "\n" + text);
     std::fflush(stdout);
     co_return ok_status();
   }
-  Status executed = co_await execute(lane, m.id, name, *plan, m.seen);
+  if (Log::instance().enabled(LogLevel::debug)) {
+    log_debug("{}: plan:\n{}", shown(name), describe(*plan));
+  }
+  Status executed = co_await execute(lane, m.id, name, *plan, m.seen, m.recorded);
   if (!executed) co_return executed;
   ++summary_.mailboxes_synced;
   co_return ok_status();
@@ -545,6 +548,13 @@ asio::awaitable<Status> Engine::observe_mailbox(const Lane& lane, MailboxSync& m
                     fmt::format("{}: UIDVALIDITY changed on both sides; nothing was changed in "
                                 "this mailbox (there is no side left to re-match against)",
                                 shown(m.name)));
+  }
+  for (Side side : kSides) {
+    if (m.recorded[side].uidvalidity) continue;
+    // The pairs a first sync records are only valid under this UIDVALIDITY: record it before
+    // any of them, so that a reset before the first sync completes is seen as one.
+    Status saved = db_.set_uidvalidity(m.id, side, m.seen[side].uidvalidity);
+    if (!saved) co_return saved;
   }
   for (Side side : kSides) {
     if (!m.reset[side]) continue;
@@ -585,6 +595,24 @@ Status Engine::load_pairs(MailboxSync& m) {
   m.pairs = std::move(*pairs);
   for (const auto& p : m.pairs) {
     for (Side side : kSides) m.paired[side].insert(p.uids[side]);
+  }
+  std::map<std::pair<std::size_t, Uid>, const store::Pair*> by_uid;
+  for (const auto& p : m.pairs) {
+    for (Side side : kSides) by_uid[{index(side), p.uids[side]}] = &p;
+  }
+  for (Side side : kSides) {
+    if (m.recorded[side].uidnext) continue;
+    // A first sync lists every message with its flags, and reports no flag changes: a paired
+    // message (recorded by an interrupted first sync) whose flags differ from the pair's changed.
+    m.listed[side].emplace();
+    SideChanges& changes = m.seen[side].changes;
+    for (const auto& n : changes.added) {
+      m.listed[side]->insert(n.uid);
+      auto pair = by_uid.find({index(side), n.uid});
+      if (pair != by_uid.end() && !same_flags(n.flags, split_flags(pair->second->flags))) {
+        changes.flags[n.uid] = n.flags;
+      }
+    }
   }
   // Messages an interrupted run appended and recorded are above the recorded UIDNEXT but
   // already paired: not new.
@@ -646,8 +674,12 @@ asio::awaitable<Result<MailboxObservation>> Engine::observation_of(const Lane& l
   // to an expunge, whether or not the server said so (VANISHED, or simply absent from a full
   // re-read): that is a deletion for the planner to propagate (or to undo only by its conflict
   // rules), never a loss to repair by copying the message back.
+  // Pairs recovered from an interrupted first sync have no VANISHED to report them: absent from
+  // the listing of every message is gone as well.
   const auto gone = [&](Side side, Uid uid) {
-    return m.full[side] ? !present[side].count(uid) : m.seen[side].vanished_set.contains(uid);
+    if (m.full[side]) return !present[side].count(uid);
+    if (m.listed[side]) return !m.listed[side]->count(uid);
+    return m.seen[side].vanished_set.contains(uid);
   };
   for (Side side : kSides) observation.changes[side] = std::move(m.seen[side].changes);
   for (const auto& p : m.pairs) {
@@ -689,8 +721,7 @@ asio::awaitable<Result<MailboxObservation>> Engine::observation_of(const Lane& l
   // Both sides hold messages the database knows nothing about (a full re-read, or a first sync of
   // a mailbox that already exists on both sides, e.g. after `--target=database --delete`): pair
   // the identical ones instead of copying each of them both ways.
-  const bool first_sync =
-      !m.recorded[Side::local].uidvalidity && !m.recorded[Side::remote].uidvalidity;
+  const bool first_sync = !m.recorded[Side::local].uidnext && !m.recorded[Side::remote].uidnext;
   const bool both_read = m.full[Side::local] && m.full[Side::remote];
   if (both_read || (first_sync && !observation.changes[Side::local].added.empty() &&
                     !observation.changes[Side::remote].added.empty())) {
@@ -918,9 +949,11 @@ asio::awaitable<Status> Engine::recover_intents(const Lane& lane, MailboxSync& m
     log_info("{}recovered an interrupted copy: {} of {} message(s) had arrived and were paired",
              log_prefix(target, m.name), matched, appends.size());
   }
+  Status stores = recover_stores(m, pending);
+  if (!stores) co_return stores;
   // Intents of kinds this version does not write are dropped with a note.
   for (const auto& intent : pending) {
-    if (intent.kind == "append") continue;
+    if (intent.kind == "append" || intent.kind == "store") continue;
     log_warning("{}: dropping an unknown pending intent of kind '{}'", shown(m.name), intent.kind);
     Status completed = db_.complete_intent(intent.id);
     if (!completed) co_return completed;
@@ -928,9 +961,48 @@ asio::awaitable<Status> Engine::recover_intents(const Lane& lane, MailboxSync& m
   co_return ok_status();
 }
 
+Status Engine::recover_stores(MailboxSync& m, const std::vector<store::Intent>& pending) {
+  std::size_t adopted = 0;
+  auto tx = db_.begin();
+  if (!tx) return tx.error();
+  for (const auto& intent : pending) {
+    if (intent.kind != "store" || !intent.source_uid) continue;
+    const Side side = intent.target_side;
+    const Uid uid = *intent.source_uid;
+    // The message's flags now, if this observation reported them.
+    std::optional<FlagSet> now;
+    const SideChanges& changes = m.seen[side].changes;
+    if (auto f = changes.flags.find(uid); f != changes.flags.end()) now = f->second;
+    for (const auto& n : changes.added) {
+      if (n.uid == uid) now = n.flags;
+    }
+    const FlagSet intended = split_flags(intent.flags.value_or(""));
+    if (now && same_flags(*now, intended)) {
+      // The STORE took effect: that is the pair's new base, not a change by the user.
+      auto pair = db_.find_pair(m.id, side, uid);
+      if (!pair) return pair.error();
+      if (*pair) {
+        Status saved = db_.set_pair_flags(m.id, side, uid, join_flags(intended));
+        if (!saved) return saved;
+        ++adopted;
+      }
+    }
+    Status completed = db_.complete_intent(intent.id);
+    if (!completed) return completed;
+  }
+  Status committed = tx->commit();
+  if (!committed) return committed;
+  if (adopted > 0) {
+    log_info("{}: recovered an interrupted flag update: {} message(s) had been stored",
+             shown(m.name), adopted);
+  }
+  return ok_status();
+}
+
 asio::awaitable<Status> Engine::execute(const Lane& lane, store::MailboxId id,
                                         const std::string& name, const Plan& plan,
-                                        PerSide<SideObservation>& seen) {
+                                        PerSide<SideObservation>& seen,
+                                        const PerSide<store::SideState>& recorded) {
   PerSide<bool> acted{};
   // 1. Expunges, then forget the pairs (a crash in between: both sides report the UID vanished
   //    next time and the pair is forgotten then).
@@ -962,6 +1034,10 @@ asio::awaitable<Status> Engine::execute(const Lane& lane, store::MailboxId id,
     merged[{1, r.pair.remote_uid}] = r.pair.flags;
   }
   std::set<Uid> modified_local;  // pairs (by local UID) whose store hit MODIFIED
+  // A side whose flag changes could not all be applied to the other side (MODIFIED there): its
+  // HIGHESTMODSEQ must not move past them, or the next run would take its flags for the base and
+  // let the other side's concurrent change overwrite them.
+  PerSide<bool> unmerged{};
   PerSide<std::size_t> stored{};
   PerSide<std::vector<FlagUpdate>> updates;
   for (const auto& s : plan.stores) {
@@ -971,18 +1047,42 @@ asio::awaitable<Status> Engine::execute(const Lane& lane, store::MailboxId id,
     updates[s.on].push_back(
         {s.uid, it->second, s.unchanged_since.value_or(seen[s.on].highestmodseq)});
   }
+  // Intent before effect: a STORE whose answer is lost leaves the flags changed on the server
+  // with the pair's base unchanged, and the next run would take our own change for the user's
+  // (a three-way merge against the wrong base). The intent lets recovery tell them apart.
+  std::vector<store::IntentId> store_intents;
+  if (!updates[Side::local].empty() || !updates[Side::remote].empty()) {
+    auto tx = db_.begin();
+    if (!tx) co_return tx.error();
+    for (Side side : kSides) {
+      for (const auto& u : updates[side]) {
+        store::Intent intent;
+        intent.mailbox = id;
+        intent.kind = "store";
+        intent.target_side = side;
+        intent.source_uid = u.uid;  // the message stored to, on target_side
+        intent.flags = join_flags(u.flags);
+        auto recorded_intent = db_.record_intent(intent);
+        if (!recorded_intent) co_return recorded_intent.error();
+        store_intents.push_back(*recorded_intent);
+      }
+    }
+    Status committed = tx->commit();
+    if (!committed) co_return committed;
+  }
   for (Side side : kSides) {
     if (updates[side].empty()) continue;
     auto modified = co_await lane[side]->set_flags(updates[side]);
     if (!modified) co_return modified.error();
     acted[side] = true;
     stored[side] = updates[side].size() - modified->size();
+    if (!modified->empty()) unmerged[other(side)] = true;
     for (const auto& r : plan.records) {
       const Uid uid = side == Side::local ? r.pair.local_uid : r.pair.remote_uid;
       if (modified->count(uid)) modified_local.insert(r.pair.local_uid);
     }
   }
-  if (!plan.records.empty()) {
+  if (!plan.records.empty() || !store_intents.empty()) {
     auto tx = db_.begin();
     if (!tx) co_return tx.error();
     for (const auto& r : plan.records) {
@@ -990,6 +1090,10 @@ asio::awaitable<Status> Engine::execute(const Lane& lane, store::MailboxId id,
       Status saved =
           db_.set_pair_flags(id, Side::local, r.pair.local_uid, join_flags(r.pair.flags));
       if (!saved) co_return saved;
+    }
+    for (store::IntentId intent : store_intents) {
+      Status completed = db_.complete_intent(intent);
+      if (!completed) co_return completed;
     }
     Status committed = tx->commit();
     if (!committed) co_return committed;
@@ -1024,6 +1128,8 @@ asio::awaitable<Status> Engine::execute(const Lane& lane, store::MailboxId id,
   for (Side side : kSides) {
     if (!settled[side]) co_return settled[side].error();
     next[side] = *settled[side];
+    // 1 when nothing was recorded: CHANGEDSINCE 1 reports every message's flags.
+    if (unmerged[side]) next[side].highestmodseq = recorded[side].highestmodseq.value_or(1);
   }
   auto tx = db_.begin();
   if (!tx) co_return tx.error();

@@ -129,7 +129,10 @@ class Engine {
     PerSide<bool> reset{};  // UIDVALIDITY changed
     std::vector<store::Pair> pairs;
     PerSide<std::set<Uid>> paired;
-    PerSide<std::optional<FullObservation>> full;               // after a re-read
+    PerSide<std::optional<FullObservation>> full;  // after a re-read
+    // Sides observed without a recorded UIDNEXT (a first sync): observe() listed every message,
+    // these UIDs.
+    PerSide<std::optional<std::set<Uid>>> listed;
     std::map<std::pair<std::size_t, Uid>, std::string> hashes;  // (side, UID) -> SHA-256
   };
   asio::awaitable<Status> observe_mailbox(const Lane& lane, MailboxSync& m);
@@ -141,6 +144,9 @@ class Engine {
   asio::awaitable<Status> rematch_orphans(const Lane& lane, MailboxSync& m);
   asio::awaitable<Status> recover_intents(const Lane& lane, MailboxSync& m,
                                           const std::vector<store::Intent>& pending);
+  // Pending flag STOREs whose answer was lost: where the message now has the intended flags,
+  // they become the pair's base.
+  Status recover_stores(MailboxSync& m, const std::vector<store::Intent>& pending);
   asio::awaitable<Status> pair_by_content(const Lane& lane, MailboxSync& m,
                                           MailboxObservation& observation);
   // A body to find among candidates: its SHA-256 if known, else read from `side`/`uid`; only
@@ -163,7 +169,8 @@ class Engine {
   asio::awaitable<Result<std::string>> body_hash(const Lane& lane, MailboxSync& m, Side side,
                                                  Uid uid, std::uint64_t size);
   asio::awaitable<Status> execute(const Lane& lane, store::MailboxId id, const std::string& name,
-                                  const Plan& plan, PerSide<SideObservation>& seen);
+                                  const Plan& plan, PerSide<SideObservation>& seen,
+                                  const PerSide<store::SideState>& recorded);
   // The UIDNEXT and HIGHESTMODSEQ a side may record after our changes (see execute()).
   asio::awaitable<Result<store::SideState>> settled_state(const Lane& lane, store::MailboxId id,
                                                           Side side, const SideObservation& seen,

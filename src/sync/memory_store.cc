@@ -430,7 +430,10 @@ asio::awaitable<Result<Appended>> MemoryStore::append(const std::string& name,
     }
     return ok_status();
   });
-  if (!done) co_return done.error();
+  if (!done) {
+    for (Uid uid : out.uids) faults_.unacknowledged.emplace(index(side_), name, uid);
+    co_return done.error();
+  }
   co_return out;
 }
 

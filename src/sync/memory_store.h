@@ -20,6 +20,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "sync/mail_store.h"
@@ -31,6 +32,7 @@ struct MemoryMessage {
   FlagSet flags;
   ModSeq modseq = 0;
   std::string internal_date;
+  friend bool operator==(const MemoryMessage&, const MemoryMessage&) = default;
 };
 
 struct MemoryMailbox {
@@ -40,6 +42,7 @@ struct MemoryMailbox {
   std::map<Uid, MemoryMessage> messages;
   std::map<Uid, ModSeq> expunged;  // UID -> the mod-sequence of its expunge
   bool subscribed = false;
+  friend bool operator==(const MemoryMailbox&, const MemoryMailbox&) = default;
 };
 
 // Ways a server's answers lie, each applied to observe() of one side.
@@ -59,6 +62,8 @@ struct Faults {
   When drop_when = When::before_effect;
   bool killed = false;
   PerSide<Lies> lies{};
+  // Messages appended whose acknowledgement was lost: (side, mailbox, UID).
+  std::set<std::tuple<std::size_t, std::string, Uid>> unacknowledged;
   // Called before each step with its number: another client's concurrent changes.
   std::function<void(std::uint64_t step)> before_step;
 };
