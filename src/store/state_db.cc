@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cstdlib>
@@ -304,16 +305,36 @@ Result<std::unique_ptr<StateDb>> StateDb::open_scratch(const std::string& copy_o
     if (!S_ISREG(st.st_mode)) {
       return Error(Errc::io, fmt::format("{} is not a regular file", label_for(copy_of)));
     }
-    // The backup API reads a consistent snapshot (the WAL included) through a read-only
-    // connection, which never checkpoints or truncates anything.
-    auto source = sql::Connection::open(copy_of, true, label_for(copy_of));
-    if (!source) return std::move(source).error();
-    sqlite3_backup* backup = sqlite3_backup_init(db.handle(), "main", (*source)->handle(), "main");
-    if (backup == nullptr) return db.error(sqlite3_errcode(db.handle()), "copy");
-    const int stepped = sqlite3_backup_step(backup, -1);
-    const int finished = sqlite3_backup_finish(backup);
-    if (stepped != SQLITE_DONE) return (*source)->error(stepped, "copy");
-    if (finished != SQLITE_OK) return db.error(finished, "copy");
+    // Read without leaving a trace: a read-only connection to a WAL database would create the
+    // -wal and -shm files. Without a -wal file the database file alone is the whole state and
+    // is read as immutable (no locks, no side files); with one (a crash, or another process),
+    // the files are there already and a plain read-only connection reads through them.
+    const bool has_wal = stat((copy_of + "-wal").c_str(), &st) == 0;
+    std::string uri = "file:";
+    for (unsigned char c : copy_of) {
+      if (std::isalnum(c) || c == '/' || c == '.' || c == '-' || c == '_') {
+        uri += static_cast<char>(c);
+      } else {
+        uri += fmt::format("%{:02X}", c);
+      }
+    }
+    if (!has_wal) uri += "?immutable=1";
+    sqlite3* source = nullptr;
+    int rc = sqlite3_open_v2(uri.c_str(), &source, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, nullptr);
+    if (rc == SQLITE_OK) {
+      // The backup API copies a consistent snapshot, page by page.
+      sqlite3_backup* backup = sqlite3_backup_init(db.handle(), "main", source, "main");
+      rc = backup == nullptr ? sqlite3_errcode(db.handle()) : sqlite3_backup_step(backup, -1);
+      if (rc == SQLITE_DONE) rc = SQLITE_OK;
+      if (backup != nullptr && sqlite3_backup_finish(backup) != SQLITE_OK && rc == SQLITE_OK) {
+        rc = sqlite3_errcode(db.handle());
+      }
+    }
+    const std::string message = source != nullptr ? sqlite3_errmsg(source) : sqlite3_errstr(rc);
+    sqlite3_close(source);
+    if (rc != SQLITE_OK) {
+      return Error(Errc::io, fmt::format("{}: cannot copy it: {}", label_for(copy_of), message));
+    }
   }
   auto version = read_schema_version(db);
   if (!version) return std::move(version).error();

@@ -497,14 +497,54 @@ TEST(SyncDryRun, PrintsThePlanAndChangesNothing) {
   ASSERT_TRUE(synced(pair));
   pair.append(Side::remote, "INBOX", test_message("dry-new", 1));
   pair.add_flags(Side::local, "INBOX", "\\Answered", Search::message_id(test_message_id("dry", 1)));
+  pair.expunge(Side::remote, "INBOX", Search::message_id(test_message_id("dry", 2)));
+  pair.create_mailbox(Side::remote, "Fresh", true);
+  pair.append(Side::remote, "Fresh", test_messages("fresh", 2));
+  const auto before = pair.snapshots();
+  const auto read_file = [](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string database_before = read_file(pair.database_path());
+  ASSERT_FALSE(database_before.empty());
+  RunResult dry = pair.run({"--dry-run", "--debug"});
+  ASSERT_TRUE(ran_ok(dry));
+  // Nothing that changes a server goes out (the debug trace shows every command sent).
+  for (const char* verb : {" CREATE ", " SUBSCRIBE ", " APPEND ", " STORE ", " EXPUNGE "}) {
+    EXPECT_THAT(dry.err, ::testing::Not(HasSubstr(verb))) << verb;
+  }
+  EXPECT_THAT(dry.out, HasSubstr("local: would create mailbox Fresh\n"));
+  EXPECT_THAT(dry.out, HasSubstr("local: would subscribe mailbox Fresh\n"));
+  EXPECT_THAT(dry.out, HasSubstr("Fresh:\ncopy remote UID 1 -> local"));
+  EXPECT_THAT(dry.out, ::testing::ContainsRegex("INBOX:\n(.*\n)*copy remote UID 4 -> local"));
+  EXPECT_THAT(dry.out, ::testing::ContainsRegex("expunge local UID [0-9]+ \\(vanished on remote\\)"));
+  EXPECT_THAT(dry.out, ::testing::ContainsRegex("store remote UID 1 \\+\\(\\\\Answered\\)"));
+  // Mailboxes, subscriptions, messages, flags, UIDNEXT and HIGHESTMODSEQ as they were; the state
+  // database byte for byte, and no file created beside it.
+  for (Side side : kSides)
+    EXPECT_TRUE(unchanged(before[side], pair.snapshot(side), side_name(side)));
+  EXPECT_EQ(read_file(pair.database_path()), database_before);
+  struct stat st {};
+  EXPECT_NE(::stat((pair.database_path() + "-wal").c_str(), &st), 0);
+  ASSERT_TRUE(synced(pair));  // the real run still does it all
+  EXPECT_EQ(count_in(pair.snapshot(Side::local), "INBOX"), 3u);
+  EXPECT_EQ(count_in(pair.snapshot(Side::local), "Fresh"), 2u);
+}
+
+// A dry run before any real one: no state database is created at all.
+TEST(SyncDryRun, FirstRunLeavesNoDatabaseBehind) {
+  SyncPair pair;
+  pair.append(Side::remote, "INBOX", test_messages("first", 2));
+  pair.append(Side::local, "INBOX", test_message("first-local", 1));  // Dovecot makes INBOX on use
   const auto before = pair.snapshots();
   RunResult dry = pair.run({"--dry-run"});
   ASSERT_TRUE(ran_ok(dry));
-  EXPECT_THAT(dry.out, HasSubstr("copy"));
+  EXPECT_THAT(dry.out, HasSubstr("\ncopy remote UID 1 -> local ()\n"));
   for (Side side : kSides)
     EXPECT_TRUE(unchanged(before[side], pair.snapshot(side), side_name(side)));
-  ASSERT_TRUE(synced(pair));  // the real run still does it all
-  EXPECT_EQ(count_in(pair.snapshot(Side::local), "INBOX"), 4u);
+  struct stat st {};
+  EXPECT_NE(::stat(pair.database_path().c_str(), &st), 0) << "a dry run created the database";
+  EXPECT_NE(::stat((pair.database_path() + ".lock").c_str(), &st), 0);
 }
 
 // =============================================================================================
