@@ -1,6 +1,6 @@
 // Reader + parser throughput on the stream a sync reads most: FETCH responses carrying message
-// bodies. Input is fed in 64 KiB chunks, as a socket read would deliver it. Issue 2 asks for
-// well above 300 MB/s on one core so that parsing never limits a sync.
+// bodies. Input is fed in 64 KiB chunks, as a socket read would deliver it. The target is well
+// above 300 MB/s on one core, so that parsing never limits a sync.
 #include <benchmark/benchmark.h>
 
 #include <string>

@@ -13,7 +13,18 @@
 
 namespace twinbox {
 
-// How much a failure should abandon, from the narrowest to the widest (isync's grading).
+// The kind of a failure. The order of the values means nothing; what a failure abandons depends
+// on its code and on when it happens:
+//   * before any mailbox is synced (configuration, command line, state database, connecting and
+//     logging in), every error ends the run;
+//   * while mailboxes are synced, io, eof, timeout, tls, auth and security end the run, since the
+//     connection is gone or can no longer be trusted (fatal_for_run in the sync engine); any
+//     other code fails only the mailbox being synced: the others are still synced, and the run
+//     exits with status 1;
+//   * with --watch, io, eof and timeout end only the current cycle: twinbox reconnects after a
+//     pause and syncs again.
+// A run that ends on an error exits with a status chosen by its code (cli::exit_code_for), except
+// that an unusable state database has its own status.
 enum class Errc {
   protocol,  // the peer broke the IMAP grammar or the protocol's rules
   limit,     // a configured bound (line, literal, nesting, inflated size) was exceeded

@@ -1,8 +1,5 @@
 #include "config/config.h"
 
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
-
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -17,6 +14,7 @@
 
 #include "base/log.h"
 #include "config/ini.h"
+#include "config/mailbox_pattern.h"
 
 namespace twinbox::config {
 
@@ -153,19 +151,10 @@ std::optional<Problem> check_ascii_line(std::string_view v) {
 // is a config error with its position, before anything (the state database included) is touched.
 std::optional<Problem> check_pcre(std::string_view v) {
   if (auto p = check_ascii_line(v)) return p;
-  int error = 0;
-  PCRE2_SIZE offset = 0;
-  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(v.data()), v.size(), PCRE2_UTF,
-                                   &error, &offset, nullptr);
-  if (code != nullptr) {
-    pcre2_code_free(code);
-    return std::nullopt;
-  }
-  PCRE2_UCHAR message[256];
-  pcre2_get_error_message(error, message, sizeof message);
-  return Problem{fmt::format("not a valid regular expression (PCRE): {}",
-                             reinterpret_cast<const char*>(message)),
-                 std::min<std::size_t>(offset, v.empty() ? 0 : v.size() - 1), 1};
+  auto pattern = MailboxPattern::compile(v);
+  if (pattern) return std::nullopt;
+  return Problem{fmt::format("not a valid regular expression (PCRE): {}", pattern.error().message),
+                 std::min<std::size_t>(pattern.error().offset, v.empty() ? 0 : v.size() - 1), 1};
 }
 
 std::optional<Problem> check_yes_no(std::string_view v) {

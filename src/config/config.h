@@ -1,6 +1,6 @@
 // InterIMAP-compatible configuration: the same file, keys, defaults, inheritance and validation
-// (reference/interimap.md section 3; InterIMAP.pm read_config and %OPTIONS; interimap's own
-// option regexes), read into typed settings.
+// (InterIMAP's behaviour, as in InterIMAP.pm read_config and %OPTIONS, interimap's own option
+// regexes and the interimap(1) CONFIGURATION FILE section), read into typed settings.
 //
 // Shape of the file: keys before any section form the default section; [local] and [remote]
 // are both mandatory, and each starts from a copy of the default section that its own keys then

@@ -1,7 +1,7 @@
 // A reader for the INI dialect of Perl's Config::Tiny 2.28, which InterIMAP uses.
 //
 // twinbox must accept every configuration file InterIMAP accepts and read it the same way, so
-// this follows Config::Tiny's rules, quirks included (reference/dependencies.md section 6):
+// this follows Config::Tiny's rules, quirks included (as read in Config::Tiny 2.28's read_string):
 //   * lines end at CRLF, CR CR LF, a lone CR or a lone LF (each counts as one line);
 //   * lines matching ^\s*[#;] and blank lines are ignored;
 //   * then the first occurrence of \s;\s.+$ is cut off (an inline comment), so

@@ -1,6 +1,6 @@
 // Parser rows: each input is fed through Reader in one chunk and byte by byte, every frame goes
-// through parse_response, and both runs must agree (protocol.md §6.1: "run each byte-at-a-time
-// and in one chunk").
+// through parse_response, and both runs must agree: how the server's bytes are split across reads
+// must never change a result.
 #include "imap/parser.h"
 
 // Rows use designated initializers that name only the fields a row is about; g++ -Wextra would
@@ -665,7 +665,7 @@ std::vector<ParseRow> parse_rows() {
     rows.push_back({"id_many_pairs_bounded", crlf(line + ")"), Response{expected}});
   }
 
-  // VANISHED with 100k disjoint ranges stays 100k ranges (protocol.md §6.1 item 19).
+  // VANISHED with 100k disjoint ranges stays 100k ranges (RFC 7162 §3.2.10), never expanded.
   {
     std::string line = "* VANISHED (EARLIER) ";
     SequenceSet expected;
@@ -722,7 +722,8 @@ void PrintTo(const ErrorRow& row, std::ostream* os) { *os << row.name; }
 
 std::vector<ErrorRow> error_rows() {
   std::vector<ErrorRow> rows = {
-      // Range checks (protocol.md §6.1 items 17, 18)
+      // Range checks: zero UIDs, UIDVALIDITYs and sequence numbers, numbers over 32 bits (RFC 9051
+      // §9 nz-number, number) and MODSEQs of 0 or over 63 bits (RFC 7162 §7 mod-sequence-value)
       {"uid_zero", crlf("* 1 FETCH (UID 0)"), Errc::protocol,
        "UID 0 out of range for nz-number (1..4294967295)", 15},
       {"uid_too_big", crlf("* 1 FETCH (UID 4294967296)"), Errc::protocol,
@@ -777,7 +778,8 @@ std::vector<ErrorRow> error_rows() {
       {"vanished_bad_modifier", crlf("* VANISHED (LATER) 1"), Errc::protocol,
        "expected (EARLIER) or known-uids after VANISHED", 11},
 
-      // UIDPLUS validation (protocol.md §6.1 item 16; CVE-2021-3578 class)
+      // UIDPLUS validation (RFC 4315 §3: wrong arity, '*', zero UIDs, UID sets of different
+      // sizes; CVE-2021-3578 class)
       {"appenduid_missing_uid", crlf("a OK [APPENDUID 38505] done"), Errc::protocol,
        "expected SP after APPENDUID uidvalidity", 21},
       {"appenduid_star", crlf("a OK [APPENDUID 38505 *] done"), Errc::protocol,
@@ -795,7 +797,8 @@ std::vector<ErrorRow> error_rows() {
        "expected SP between COPYUID uid-sets", 19},
       {"copyuid_zero_uid", crlf("a OK [COPYUID 1 1,2 3,0] done"), Errc::protocol, "", 22},
 
-      // Strings (protocol.md §6.1 items 8, 20)
+      // Strings and mailbox names: unterminated quoted strings, NUL bytes, a delimiter of two
+      // characters, literal8 where RFC 9051 §9 allows only a string
       {"unterminated_quoted", crlf(R"(* LIST () "/" "abc)"), Errc::protocol,
        "unterminated quoted string", 14},
       {"delimiter_two_chars", crlf(R"(* LIST () "ab" INBOX)"), Errc::protocol,
@@ -826,7 +829,7 @@ std::vector<ErrorRow> error_rows() {
        "expected ']' to close response code ALERT", 17},
       {"status_missing_list", crlf("* STATUS INBOX"), Errc::protocol,
        "expected SP after STATUS mailbox", 14},
-      // 10,000 nested parentheses (protocol.md §6.1 item 11): a limit, not a stack overflow.
+      // 10,000 nested parentheses in a BODYSTRUCTURE: a limit, not a stack overflow.
       {"nesting_10000", crlf("* 1 FETCH (BODYSTRUCTURE " + repeat("(", 10000) + ")"), Errc::limit,
        "lists nested deeper than 64", 64 + 3},  // windowed evidence: "..." + 64
       {"nesting_65",
@@ -834,7 +837,7 @@ std::vector<ErrorRow> error_rows() {
        Errc::limit, "lists nested deeper than 64", 89},
       {"nesting_custom_limit", crlf("* 1 FETCH (X (((1))))"), Errc::limit,
        "lists nested deeper than 2", 15, Limits{.max_nesting = 2}},
-      // iCloud: unescaped '"' inside the ENVELOPE Message-ID (protocol.md §6.1 item 14).
+      // iCloud: unescaped '"' inside the ENVELOPE Message-ID.
       {"icloud_unescaped_quote_in_envelope",
        crlf(R"(* 1 FETCH (UID 5 ENVELOPE (NIL "s" NIL NIL NIL NIL NIL NIL NIL "<a"b@c>")))"),
        Errc::protocol,
@@ -870,7 +873,8 @@ std::vector<ErrorRow> error_rows() {
        Limits{.max_text = 16}},
   };
 
-  // An announced literal larger than the limit is refused before allocation (§6.1 item 1).
+  // An announced literal larger than the limit (up to 2^64) is refused before allocation
+  // (CVE-2021-3657 class).
   for (const char* size :
        {"18446744073709551616", "9223372036854775808", "4294967296", "2147483648"}) {
     rows.push_back({fmt::format("huge_literal_{}", size),
@@ -881,8 +885,9 @@ std::vector<ErrorRow> error_rows() {
                     18});
   }
 
-  // Every number the parser reads, with each kind of bad value (protocol.md §6.1 items 17, 18):
-  // '#' in the template is replaced by the value; the error points at the value.
+  // Every number the parser reads, with each kind of bad value (negative, with a '+' sign, empty,
+  // over its range, over 64 bits, zero where the grammar wants nonzero): '#' in the template is
+  // replaced by the value; the error points at the value.
   struct NumberField {
     std::string name;
     std::string line;  // with '#'
@@ -1041,7 +1046,7 @@ TEST(Parser, LongLineEvidenceIsWindowed) {
   EXPECT_EQ(e.evidence.substr(e.offset - 4, 6), "UID 0)");
 }
 
-// protocol.md §6.1 item 10 with the default limits: 10 MiB of text without CRLF is shorter than
+// A server that sends 10 MiB of text without CRLF, with the default limits: that is shorter than
 // Limits::max_line, so the FETCH after it ends up on the same line; the parser must refuse the
 // line, not return an OK whose text holds the FETCH.
 TEST(Parser, TenMebibyteTextHidesNoResponse) {
@@ -1065,9 +1070,9 @@ TEST(Parser, TenMebibyteTextHidesNoResponse) {
   }
 }
 
-// Literal longer than announced, the extra bytes forging a tagged OK (protocol.md §6.1 item 4):
-// the FETCH frame breaks, and the parse error is what the session acts on (closing the
-// connection) before it could ever look at the forged line.
+// Literal longer than announced, the extra bytes forging a tagged OK (RFC 9051 §4.3: the size alone
+// delimits a literal): the FETCH frame breaks, and the parse error is what the session acts on
+// (closing the connection) before it could ever look at the forged line.
 TEST(Parser, LiteralLongerThanAnnouncedBreaksTheFrame) {
   const Outcome out = run_both("* 1 FETCH (BODY[] {5}\r\nhello\r\na1 OK forged\r\n)\r\n");
   ASSERT_GE(out.results.size(), 1u);
@@ -1075,7 +1080,7 @@ TEST(Parser, LiteralLongerThanAnnouncedBreaksTheFrame) {
   EXPECT_EQ(out.results[0].error().message, "expected SP or ')' between FETCH items");
 }
 
-// protocol.md §6.1 item 3: a literal cut short by EOF leaves the reader mid-frame, no response.
+// A literal cut short by EOF leaves the reader mid-frame, no response.
 TEST(Parser, ShortLiteralThenEof) {
   const Outcome out = run_both("* 1 FETCH (BODY[] {10}\r\nhello");
   EXPECT_TRUE(out.results.empty());
@@ -1084,7 +1089,7 @@ TEST(Parser, ShortLiteralThenEof) {
 }
 
 // LIST-STATUS (RFC 5819 §2): a \NoSelect mailbox, or one the server had trouble with, has a LIST
-// line and no STATUS; each line parses on its own (protocol.md §6.1 item 21).
+// line and no STATUS; each line parses on its own.
 TEST(Parser, ListStatusWithMissingStatus) {
   const Outcome out = run_both(
       "* LIST () \"/\" INBOX\r\n"

@@ -15,11 +15,11 @@
 // non-synchronizing `{n+}` (RFC 7888 §5, RFC 9051 §4.3), so it is a protocol error. A line that
 // ends in `{digits}` is always a literal announcement, as in every IMAP implementation.
 //
-// Framing is independent of parsing (imap-codec's "fragmentizer" idea): a frame the parser
-// rejects does not by itself desynchronize the reader. But a server that sent a literal longer
-// than announced has already desynchronized it (protocol.md §6.1 item 4: the extra bytes read as
-// lines, possibly a forged tagged OK), so the safe reaction to a parse error is to close the
-// connection and not look at later frames.
+// Framing is independent of parsing (imap-codec's "fragmentizer" idea): a frame the parser rejects
+// does not by itself desynchronize the reader. But a server that sent a literal longer than
+// announced has already desynchronized it (the extra bytes read as lines, possibly a forged tagged
+// OK), so the safe reaction to a parse error is to close the connection and not look at later
+// frames.
 #pragma once
 
 #include <cstddef>

@@ -1,5 +1,6 @@
 // Reader rows: every input is fed whole, byte by byte and in 2- and 7-byte chunks; the frames,
-// the error and mid_frame() must be the same every time (protocol.md §6.1 item 9).
+// the error and mid_frame() must be the same every time (a CRLF split across TCP segments, or
+// 1-byte segments everywhere, must not change the result).
 #include "imap/reader.h"
 
 // Rows use designated initializers that name only the fields a row is about; g++ -Wextra would
@@ -111,18 +112,22 @@ std::vector<FrameRow> frame_rows() {
         {"* OK {5-}", {}, 39}}},
       {"eight_bit_text", "* OK h\xc3\xa9llo \xff\r\n", {{"* OK h\xc3\xa9llo \xff", {}, 0}}},
 
-      // Incomplete input (protocol.md §6.1 item 3): no frame, mid_frame() true.
+      // Incomplete input (e.g. a literal shorter than announced, then EOF): no frame, mid_frame()
+      // true.
       {"short_literal_then_eof", "* 1 FETCH (BODY[] {10}\r\nhello", {}, std::nullopt, true},
       {"partial_line_then_eof", "* 1 EXI", {}, std::nullopt, true},
       {"cr_at_eof", "* OK a\r", {}, std::nullopt, true},
       {"announcement_then_eof", "* 1 FETCH (BODY[] {0}\r\n", {}, std::nullopt, true},
       {"complete_then_partial", "* 1 EXISTS\r\n* 2", {{"* 1 EXISTS", {}, 0}}, std::nullopt, true},
-      // A literal longer than announced: the extra bytes become lines (protocol.md §6.1 item 4).
+      // A literal longer than announced: the extra bytes become lines (RFC 9051 §4.3: the
+      // announced size alone delimits a literal), so a forged tagged OK in them is just a line.
       {"literal_longer_than_announced",
        "* 1 FETCH (BODY[] {5}\r\nhelloXX a1 OK forged)\r\n",
        {{"* 1 FETCH (BODY[] {5}\r\nXX a1 OK forged)", {"hello"}, 0}}},
 
-      // Errors (protocol.md §6.1 items 1, 6, 8, 9)
+      // Errors: CR without LF, NUL bytes, non-synchronizing literals from the server (RFC 7888
+      // defines them for the client only), lines and literals over the limits (huge literal
+      // sizes, 2^31 and above, are added after the table)
       {"cr_without_lf",
        "* OK a\rb\r\n",
        {},
@@ -195,8 +200,8 @@ std::vector<FrameRow> frame_rows() {
        ExpectedError{Errc::limit, "literal of 6 bytes exceeds the limit of 5 (stream offset 4)", 4},
        false,
        Limits{.max_literal = 5}},
-      // protocol.md §6.1 item 2: a well-formed 200 MB body over a 50 MB limit is refused at its
-      // announcement; nothing of it is buffered.
+      // A well-formed 200 MB body over a 50 MB limit is refused at its announcement; nothing of
+      // it is buffered.
       {"literal_200mb_over_50mb_limit",
        "* 1 FETCH (UID 5 BODY[] {209715200}\r\nFrom: x\r\n",
        {},
@@ -250,8 +255,8 @@ TEST_P(FrameRows, AnyChunking) {
 INSTANTIATE_TEST_SUITE_P(Reader, FrameRows, testing::ValuesIn(frame_rows()),
                          [](const auto& info) { return info.param.name; });
 
-// protocol.md §6.1 item 10: a 10 MB line without CRLF fails as soon as it passes the limit,
-// without buffering more than the limit.
+// A 10 MB line without CRLF, from a corrupted server, fails as soon as it passes the limit, without
+// buffering more than the limit.
 TEST(Reader, TenMegabyteLineFailsAtTheLimit) {
   Limits limits;
   limits.max_line = std::size_t{1} << 20;

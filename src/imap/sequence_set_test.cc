@@ -91,7 +91,8 @@ TEST(SequenceSet, ContainsSizeMinMax) {
   EXPECT_FALSE(empty.contains(1));
 }
 
-// VANISHED (EARLIER) 1:4294967295 (protocol.md §6.1 item 19) is one range, never expanded.
+// VANISHED (EARLIER) 1:4294967295 (RFC 7162 §3.2.10), from a server that names every possible UID,
+// is one range, never expanded.
 TEST(SequenceSet, EverythingIsOneRange) {
   const SequenceSet all = parsed("1:4294967295");
   EXPECT_EQ(all.ranges().size(), 1u);
@@ -131,7 +132,7 @@ TEST(SequenceSet, ParseErrors) {
 }
 
 // Every piece fits the limit, the pieces are ascending and disjoint, and together they are the
-// original set (RFC 7162 §4; protocol.md §6.2 item 46: 40k UIDs must not make an 8 KB line).
+// original set (RFC 7162 §4: a set of 40k UIDs must not make a command line above 8 KB).
 void check_split(const SequenceSet& set, std::size_t limit) {
   const auto pieces = set.split(limit);
   SequenceSet joined;

@@ -1,6 +1,9 @@
-// protocol.md §6.1, end to end: every kind of bad server input reaches the client in one chunk
-// and byte by byte; the client must answer with a clear error and close the connection (or, for
-// harmless quirks, carry on), never crash or allocate without bound.
+// Hostile server input at the framing and parser level, end to end: every kind of bad server input
+// (huge, negative, short or overlong literals, NUL bytes, bare CR or LF, runaway lines, deep
+// nesting, zero or out-of-range UIDs and MODSEQs, malformed APPENDUID/COPYUID, unknown tags,
+// garbage) reaches the client in one chunk and byte by byte; the client must answer with a clear
+// error and close the connection (or, for harmless quirks, carry on), never crash or allocate
+// without bound.
 #include <gtest/gtest.h>
 
 #include "fake_server/fake_server.h"
@@ -122,7 +125,7 @@ INSTANTIATE_TEST_SUITE_P(ProtocolChecklist, ClientBadInput,
                                   (std::get<1>(info.param) ? "_ByteAtATime" : "_OneChunk");
                          });
 
-// protocol.md §6.1 item 10: a corrupted server sends 10 MiB without CRLF, then real responses.
+// A corrupted server sends 10 MiB without CRLF, then real responses.
 // The 10 MiB fit under Limits::max_line, so they and the FETCH after them arrive as one line;
 // the NOOP must fail with a protocol error naming that line, and neither the FETCH (a flag change)
 // nor the tagged OK after it may be taken as the answer.

@@ -19,8 +19,9 @@ namespace twinbox::net {
 using Duration = std::chrono::steady_clock::duration;
 
 // Runs `op`; if it has not finished after `timeout`, cancels it and returns Errc::timeout naming
-// `what`. Kept as one simple co_await statement: g++ 12 miscompiles temporaries and lambdas
-// inside a co_await full-expression (see dependencies.md, pitfall 4).
+// `what`. Kept as one simple co_await statement: g++ 12 miscompiles temporaries and lambdas inside
+// a co_await full-expression (a capturing lambda and a co_await in the same full-expression can
+// double-free).
 template <class T>
 asio::awaitable<Result<T>> with_deadline(asio::awaitable<Result<T>> op, Duration timeout,
                                          std::string what) {

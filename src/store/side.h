@@ -1,8 +1,9 @@
 // The two replicas twinbox keeps in sync, and per-side data indexed by them.
 //
 // Shared by the state database and the sync engine so that propagation is written once for both
-// directions (STYLE.md "side symmetry"): `PerSide<T>` is a std::array<T, 2> that also accepts a
-// Side as index. The numeric values are stored in the state database; never renumber them.
+// directions, never as a local-to-remote copy and a mirrored remote-to-local copy that could drift
+// apart: `PerSide<T>` is a std::array<T, 2> that also accepts a Side as index. The numeric values
+// are stored in the state database; never renumber them.
 #pragma once
 
 #include <array>

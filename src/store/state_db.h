@@ -1,4 +1,4 @@
-// The state database: what twinbox remembers between runs about two replicas (issue 3 §2, §6).
+// The state database: what twinbox remembers between runs about two replicas.
 //
 // Per mailbox pair and side: UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ; the UID mapping with the last
 // synced flags of each pair (the base of the three-way flag merge); the intents recorded before
@@ -11,9 +11,9 @@
 // that belong together in one Transaction: the effect's outcome and the completion of its intent
 // (record_intent before sending APPEND; add_pair + complete_intent after APPENDUID), or a batch of
 // pairs and the UIDNEXT they justify (persist UIDNEXT/HIGHESTMODSEQ only after everything below
-// them is recorded, STYLE.md). Every method may be called inside or outside a transaction; the
-// ones that write several rows (rename_mailbox, clear_side, rematch_orphan) are atomic on their
-// own either way (a SAVEPOINT).
+// them is recorded, so that the stored state never runs ahead of what the servers did). Every
+// method may be called inside or outside a transaction; the ones that write several rows
+// (rename_mailbox, clear_side, rematch_orphan) are atomic on their own either way (a SAVEPOINT).
 //
 // Commits. Every completed commit of a write transaction (explicit, or a write outside one) is
 // counted and logged at debug level as "state: committed N", from SQLite's WAL hook: it runs once
@@ -31,16 +31,17 @@
 // two twinbox processes never share one; the lock lives as long as the StateDb, and a lock left
 // by a crashed process does not block.
 //
-// UIDVALIDITY changes (protocol.md §1.9, invariant I8). When one side's UIDVALIDITY changes, that
-// side's UIDs in the mapping are void, but the messages are not gone. clear_side() moves each pair
-// of the mailbox into the `orphans` table as (surviving side, surviving UID, last synced flags) and
-// forgets the voided side's sync state. The engine then re-matches the voided side's messages
-// against the orphans (Message-ID + size, then body hash) with rematch_orphan(), which turns an
-// orphan back into a pair with its flags kept as the merge base, and copies what stays unmatched
-// instead of deleting anything. We chose a separate table over nullable UID columns in `mapping`
-// so that every mapping row is a complete pair: the engine's common paths (find, iterate, three-way
-// merge) never meet a half-known pair, the mapping keeps its compact WITHOUT ROWID primary key, and
-// "re-match pending for this mailbox" is simply count_orphans() > 0, durable across crashes.
+// UIDVALIDITY changes (RFC 7162 §6, RFC 9051 §2.3.1.1). When one side's UIDVALIDITY changes, that
+// side's UIDs in the mapping are void, but the messages are not gone, so the change must never turn
+// into deletions on the other side. clear_side() moves each pair of the mailbox into the `orphans`
+// table as (surviving side, surviving UID, last synced flags) and forgets the voided side's sync
+// state. The engine then re-matches the voided side's messages against the orphans (same size and
+// same SHA-256 of the body) with rematch_orphan(), which turns an orphan back into a pair with its
+// flags kept as the merge base, and copies what stays unmatched instead of deleting anything. We
+// chose a separate table over nullable UID columns in `mapping` so that every mapping row is a
+// complete pair: the engine's common paths (find, iterate, three-way merge) never meet a half-known
+// pair, the mapping keeps its compact WITHOUT ROWID primary key, and "re-match pending for this
+// mailbox" is simply count_orphans() > 0, durable across crashes.
 //
 // Errors are values: Errc::io for the file and disk (not SQLite, another application's database,
 // a future schema, in use by another twinbox, I/O failures), Errc::internal for a caller's bug
@@ -119,20 +120,27 @@ struct Orphan {
 
 // "About to do `kind` on `target_side`", recorded durably before the effect and deleted (completed)
 // in the transaction that records its outcome. Field meanings belong to the sync engine; the
-// store only keeps them. UIDs must be >= 1 when present.
+// store only keeps them. UIDs must be >= 1 when present. The engine writes two kinds:
+//   * "append": an APPEND to `target_side` of message `source_uid` of the other side, with
+//     target_uidnext_before, size, body_hash and flags set; after a crash the engine looks for
+//     the message among target_side's UIDs >= target_uidnext_before, by size and body_hash;
+//   * "store": a flag STORE on `target_side`, with source_uid = the UID stored to on target_side
+//     and flags = the flags set; after a crash, flags found equal to these become the pair's base.
+// Pending intents of any other kind are dropped with a warning.
 struct Intent {
   IntentId id = 0;                   // assigned by record_intent
   std::optional<MailboxId> mailbox;  // nullopt: not about one mailbox
-  std::string kind;                  // e.g. "append", "expunge", "store_flags"; not empty
-  Side target_side = Side::local;
-  std::optional<Uid> source_uid;
-  std::optional<Uid> target_uidnext_before;
-  std::optional<std::string> message_id;
-  std::optional<std::uint64_t> size;
-  std::optional<std::string> body_hash;
-  std::optional<std::string> flags;
-  std::optional<std::string> payload;
-  std::int64_t created_at = 0;  // Unix seconds; 0 in record_intent means "now"
+  std::string kind;                  // "append" or "store" (see above); not empty
+  Side target_side = Side::local;    // the side the effect is sent to
+  std::optional<Uid> source_uid;     // append: UID on the other side; store: UID on target_side
+  std::optional<Uid> target_uidnext_before;  // append: target_side's UIDNEXT before the APPEND
+  std::optional<std::string> message_id;     // in the schema, unused by the engine
+  std::optional<std::uint64_t> size;         // append: the body's size in bytes
+  std::optional<std::string> body_hash;      // append: SHA-256 of the body, lower-case hex; set
+                                             // later (set_intent_hash) for a streamed body
+  std::optional<std::string> flags;          // canonical flags: appended with (append), set (store)
+  std::optional<std::string> payload;        // in the schema, unused by the engine
+  std::int64_t created_at = 0;               // Unix seconds; 0 in record_intent means "now"
   friend bool operator==(const Intent&, const Intent&) = default;
 };
 

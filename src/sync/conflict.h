@@ -4,14 +4,14 @@
 // 1. Per flag: a three-way merge of each flag against the pair's recorded flags (the base, what
 //    both sides had at the last sync). A side that changed the flag wins; when both changed it they
 //    necessarily agree. So a removal on one side and an addition on the other both survive, where
-//    InterIMAP's union would undo the removal (interimap.md §6.5).
+//    InterIMAP's union of both sides' flags would undo the removal.
 // 2. Per message pair: what each side did since the last sync (nothing, a flag change, a flag
 //    change leaving \Deleted set, an expunge) decides the outcome. An expunge on one side while the
 //    other side changed the message's flags is ambiguous intent: the message is copied back to the
 //    side where it vanished instead of being expunged (mail is never lost on a guess).
 //
 // Both tables are symmetric in local/remote (static_asserts below), so the outcome never depends on
-// which side the planner looks at first (protocol.md §4.6 I9).
+// which side the planner looks at first.
 #pragma once
 
 #include <array>

@@ -133,14 +133,8 @@ Engine::Engine(const config::Config& config, EngineOptions options, store::State
 }
 
 bool Engine::ignored(const std::string& name) const {
-  // ignore-mailbox is a PCRE matched against the internal name (delimiter = NUL); bypassed when
-  // mailboxes are named on the command line (InterIMAP semantics). Compiled once, in run().
-  if (!ignore_ || !options_.mailboxes.empty()) return false;
-  pcre2_match_data* match = pcre2_match_data_create_from_pattern(ignore_.get(), nullptr);
-  const int rc = pcre2_match(ignore_.get(), reinterpret_cast<PCRE2_SPTR>(name.data()), name.size(),
-                             0, 0, match, nullptr);
-  pcre2_match_data_free(match);
-  return rc >= 0;
+  // Bypassed when mailboxes are named on the command line (InterIMAP semantics).
+  return ignore_ && options_.mailboxes.empty() && ignore_->matches(name);
 }
 
 asio::awaitable<Result<std::unique_ptr<MailStore>>> Engine::open_store(Side side) {
@@ -178,20 +172,14 @@ Lane Engine::lane0() const {
 
 Status Engine::compile_ignore_pattern() {
   if (!config_.ignore_mailbox || ignore_) return ok_status();
-  int error = 0;
-  PCRE2_SIZE offset = 0;
-  pcre2_code* code =
-      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(config_.ignore_mailbox->data()),
-                    config_.ignore_mailbox->size(), PCRE2_UTF, &error, &offset, nullptr);
-  if (code == nullptr) {
-    PCRE2_UCHAR message[256];
-    pcre2_get_error_message(error, message, sizeof message);
+  auto pattern = config::MailboxPattern::compile(*config_.ignore_mailbox);
+  if (!pattern) {
     return Error(Errc::config,
                  fmt::format("{}:{}: ignore-mailbox is not a valid PCRE at offset {}: {}",
-                             config_.file, config_.line_of("ignore-mailbox"), offset,
-                             reinterpret_cast<const char*>(message)));
+                             config_.file, config_.line_of("ignore-mailbox"),
+                             pattern.error().offset, pattern.error().message));
   }
-  ignore_.reset(code);
+  ignore_ = std::move(*pattern);
   return ok_status();
 }
 
@@ -546,8 +534,10 @@ asio::awaitable<Status> Engine::observe_mailbox(const Lane& lane, MailboxSync& m
   if (m.reset[Side::local] && m.reset[Side::remote]) {
     co_return Error(Errc::protocol,
                     fmt::format("{}: UIDVALIDITY changed on both sides; nothing was changed in "
-                                "this mailbox (there is no side left to re-match against)",
-                                shown(m.name)));
+                                "this mailbox (there is no side left to re-match against). Run "
+                                "'twinbox --target=database --delete {}' to forget its state: "
+                                "the next run then pairs the identical messages by content",
+                                shown(m.name), shown(m.name)));
   }
   for (Side side : kSides) {
     if (m.recorded[side].uidvalidity) continue;
@@ -582,11 +572,25 @@ asio::awaitable<Status> Engine::recover_interrupted(const Lane& lane, MailboxSyn
   }
   auto pending = db_.pending_intents(m.id);
   if (!pending) co_return pending.error();
-  if (!pending->empty()) {
-    Status recovered = co_await recover_intents(lane, m, *pending);
-    if (!recovered) co_return recovered;
+  if (pending->empty()) co_return ok_status();
+  if (m.reset[Side::local] || m.reset[Side::remote]) {
+    // The intents name UIDs of the old UIDVALIDITY: void. What an interrupted copy delivered is
+    // paired by content with its original instead (observation_of).
+    auto tx = db_.begin();
+    if (!tx) co_return tx.error();
+    for (const auto& intent : *pending) {
+      Status completed = db_.complete_intent(intent.id);
+      if (!completed) co_return completed;
+    }
+    Status committed = tx->commit();
+    if (!committed) co_return committed;
+    log_warning(
+        "{}: {} interrupted change(s) predate the UIDVALIDITY change; their messages "
+        "are matched by content",
+        shown(m.name), pending->size());
+    co_return ok_status();
   }
-  co_return ok_status();
+  co_return co_await recover_intents(lane, m, *pending);
 }
 
 Status Engine::load_pairs(MailboxSync& m) {
@@ -722,8 +726,10 @@ asio::awaitable<Result<MailboxObservation>> Engine::observation_of(const Lane& l
   // a mailbox that already exists on both sides, e.g. after `--target=database --delete`): pair
   // the identical ones instead of copying each of them both ways.
   const bool first_sync = !m.recorded[Side::local].uidnext && !m.recorded[Side::remote].uidnext;
+  // After a UIDVALIDITY change too: a copy an interrupted run delivered is unknown to the state.
   const bool both_read = m.full[Side::local] && m.full[Side::remote];
-  if (both_read || (first_sync && !observation.changes[Side::local].added.empty() &&
+  const bool unknown_on_both = first_sync || m.reset[Side::local] || m.reset[Side::remote];
+  if (both_read || (unknown_on_both && !observation.changes[Side::local].added.empty() &&
                     !observation.changes[Side::remote].added.empty())) {
     Status matched = co_await pair_by_content(lane, m, observation);
     if (!matched) co_return matched.error();
@@ -882,8 +888,12 @@ asio::awaitable<Status> Engine::rematch_orphans(const Lane& lane, MailboxSync& m
         // Its partner is gone with the old UIDVALIDITY: copy it back rather than lose it.
         auto removed = db_.remove_orphan(m.id, survivor, summary.uid);
         if (!removed) co_return removed.error();
-        m.seen[survivor].changes.added.push_back(
-            {summary.uid, summary.flags, summary.internal_date, summary.size});
+        auto& added = m.seen[survivor].changes.added;
+        // It may be listed already (at or above the recorded UIDNEXT).
+        if (std::none_of(added.begin(), added.end(),
+                         [&](const NewMessage& n) { return n.uid == summary.uid; })) {
+          added.push_back({summary.uid, summary.flags, summary.internal_date, summary.size});
+        }
         ++restored;
       }
       mine.erase(summary.uid);

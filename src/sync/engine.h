@@ -2,12 +2,14 @@
 // lists, and for each mailbox pair observes both sides, recovers interrupted work, asks the pure
 // planner what to do and executes the plan, recording every intent before its effect.
 //
-// Crash safety (issue 3 §6): an APPEND is preceded by a durable intent naming the source message,
-// its size and SHA-256, and the target's UIDNEXT at that time; the pair is recorded and the intent
-// completed in one transaction after APPENDUID. A run killed anywhere leaves either no copy (the
-// intent finds nothing and the message is copied again) or exactly one (the intent finds it among
-// the UIDs above the recorded UIDNEXT and pairs it). UIDNEXT and HIGHESTMODSEQ are persisted only
-// after everything below them is applied and recorded.
+// Crash safety: an APPEND is preceded by a durable intent naming the source message, its size and
+// SHA-256, and the target's UIDNEXT at that time; the pair is recorded and the intent completed in
+// one transaction after APPENDUID. A run killed anywhere leaves either no copy (the intent finds
+// nothing and the message is copied again) or exactly one (the intent finds it among the UIDs
+// above the recorded UIDNEXT and pairs it). A flag STORE has an intent too (the flags it sets):
+// when its answer is lost, recovery adopts the flags that arrived as the pair's base instead of
+// taking them for the user's change. UIDNEXT and HIGHESTMODSEQ are persisted only after everything
+// below them is applied and recorded.
 #pragma once
 
 #include <chrono>
@@ -21,10 +23,8 @@
 
 #include <asio/awaitable.hpp>
 
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
-
 #include "config/config.h"
+#include "config/mailbox_pattern.h"
 #include "store/state_db.h"
 #include "sync/mail_store.h"
 
@@ -202,7 +202,7 @@ class Engine {
   PerSide<std::map<std::string, ListedMailbox>> listed_;
   RunSummary summary_;
   bool stop_ = false;
-  std::unique_ptr<pcre2_code, decltype(&pcre2_code_free)> ignore_{nullptr, pcre2_code_free};
+  std::optional<config::MailboxPattern> ignore_;  // ignore-mailbox, compiled once per Engine
 };
 
 // The internal name with '/' for the delimiter, for messages.

@@ -1,7 +1,7 @@
-// --delete and --rename (issue 3 §3): the user's answer to "a known mailbox vanished from one
-// side", since IMAP cannot tell a deletion from a rename. Same rules as InterIMAP (§6.9 of
-// ../shared/reference/interimap.md): --target restricts the sides, INBOX cannot be deleted, a
-// name that exists nowhere is a no-op, and a rename never overwrites an existing mailbox.
+// --delete and --rename: the user's answer to "a known mailbox vanished from one side", since
+// IMAP cannot tell a deletion from a rename. Same rules as InterIMAP's: --target restricts the
+// sides, INBOX cannot be deleted, a name that exists nowhere is a no-op, and a rename never
+// overwrites an existing mailbox.
 #include <fmt/format.h>
 
 #include "base/log.h"

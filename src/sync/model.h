@@ -3,7 +3,7 @@
 // The engine observes each side of one mailbox pair (what changed since the last sync, per
 // RFC 7162: VANISHED, flag changes, new UIDs), loads the recorded state of that pair, and asks
 // the pure planner (planner.h) what to do. The plan is then executed by the engine with intents
-// recorded before each effect (issue 3 §6). Nothing here talks to a server or a database.
+// recorded before each effect (engine.h). Nothing here talks to a server or a database.
 #pragma once
 
 #include <array>

@@ -1,6 +1,6 @@
 // The pure planner: from what both sides of one mailbox reported since the last sync, and the
 // recorded pairs, decide what to do. No I/O, no IMAP, no SQLite; the same observation always gives
-// the same plan, byte for byte (ninja's planner/executor split, STYLE.md).
+// the same plan, byte for byte (ninja's planner/executor split).
 //
 // Rules (the per-pair and per-flag ones are the truth tables of conflict.h / docs/conflicts.md):
 // - A pair is classified per side (unchanged, flags changed, flags changed with \Deleted,

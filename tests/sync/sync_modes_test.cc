@@ -1,7 +1,6 @@
-// End-to-end scenarios for twinbox's other modes (issue 3 §3, §6, §7, §9): --delete/--rename with
-// --target, --repair, the distrust checks, --watch under concurrent changes, several accounts in
-// one server with list-reference, and --dry-run. Two real Dovecot servers each; the oracle reads
-// them with doveadm.
+// End-to-end scenarios for twinbox's other modes: --delete/--rename with --target, --repair, the
+// distrust checks, --watch under concurrent changes, several accounts in one server with
+// list-reference, and --dry-run. Two real Dovecot servers each; the oracle reads them with doveadm.
 #include <signal.h>
 #include <sys/stat.h>
 
@@ -328,7 +327,8 @@ TEST(SyncState, RunAfterACopyingRunSelectsNothing) {
 }
 
 // =============================================================================================
-// Large messages: streamed from the FETCH on one server into the APPEND on the other (issue 4)
+// Large messages: streamed from the FETCH on one server into the APPEND on the other, so that
+// memory does not grow with message size
 
 // A message of about `bytes` octets: CRLF lines with 8-bit UTF-8 text, different for each tag.
 Message large_message(std::string_view tag, std::size_t bytes) {
@@ -517,7 +517,8 @@ TEST(SyncDryRun, PrintsThePlanAndChangesNothing) {
   EXPECT_THAT(dry.out, HasSubstr("local: would subscribe mailbox Fresh\n"));
   EXPECT_THAT(dry.out, HasSubstr("Fresh:\ncopy remote UID 1 -> local"));
   EXPECT_THAT(dry.out, ::testing::ContainsRegex("INBOX:\n(.*\n)*copy remote UID 4 -> local"));
-  EXPECT_THAT(dry.out, ::testing::ContainsRegex("expunge local UID [0-9]+ \\(vanished on remote\\)"));
+  EXPECT_THAT(dry.out,
+              ::testing::ContainsRegex("expunge local UID [0-9]+ \\(vanished on remote\\)"));
   EXPECT_THAT(dry.out, ::testing::ContainsRegex("store remote UID 1 \\+\\(\\\\Answered\\)"));
   // Mailboxes, subscriptions, messages, flags, UIDNEXT and HIGHESTMODSEQ as they were; the state
   // database byte for byte, and no file created beside it.

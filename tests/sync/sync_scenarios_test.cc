@@ -1,5 +1,6 @@
-// End-to-end sync scenarios (issue 3, section 9): two real Dovecot servers, the twinbox binary,
-// and a convergence oracle that reads both servers with doveadm, never through twinbox.
+// End-to-end sync scenarios (initial sync, changes on both sides, mailbox names, limits, server
+// variants, crash safety): two real Dovecot servers, the twinbox binary, and a convergence oracle
+// that reads both servers with doveadm, never through twinbox.
 //
 // They must never be weakened to pass. See README.md for running one of them. The other modes
 // (--delete/--rename, --repair, --watch, list-reference, --dry-run) are in sync_modes_test.cc.
