@@ -540,7 +540,7 @@ asio::awaitable<Status> Engine::observe_mailbox(const Lane& lane, MailboxSync& m
                                 shown(m.name), shown(m.name)));
   }
   for (Side side : kSides) {
-    if (m.recorded[side].uidvalidity) continue;
+    if (m.recorded[side].uidvalidity || m.seen[side].uidvalidity == 0) continue;
     // The pairs a first sync records are only valid under this UIDVALIDITY: record it before
     // any of them, so that a reset before the first sync completes is seen as one.
     Status saved = db_.set_uidvalidity(m.id, side, m.seen[side].uidvalidity);
@@ -722,14 +722,14 @@ asio::awaitable<Result<MailboxObservation>> Engine::observation_of(const Lane& l
       added.push_back({summary.uid, summary.flags, summary.internal_date, summary.size});
     }
   }
-  // Both sides hold messages the database knows nothing about (a full re-read, or a first sync of
-  // a mailbox that already exists on both sides, e.g. after `--target=database --delete`): pair
-  // the identical ones instead of copying each of them both ways.
-  const bool first_sync = !m.recorded[Side::local].uidnext && !m.recorded[Side::remote].uidnext;
-  // After a UIDVALIDITY change too: a copy an interrupted run delivered is unknown to the state.
+  // Both sides may hold the same messages unknown to the database: after a full re-read, on a
+  // first sync of a mailbox that exists on both sides (e.g. after `--target=database --delete`),
+  // or where one side is listed whole because its sync never completed or its UIDVALIDITY
+  // changed (a copy an interrupted run delivered is there without a pair). Pair the identical
+  // ones instead of copying each of them both ways.
   const bool both_read = m.full[Side::local] && m.full[Side::remote];
-  const bool unknown_on_both = first_sync || m.reset[Side::local] || m.reset[Side::remote];
-  if (both_read || (unknown_on_both && !observation.changes[Side::local].added.empty() &&
+  const bool listed_whole = m.listed[Side::local] || m.listed[Side::remote];
+  if (both_read || (listed_whole && !observation.changes[Side::local].added.empty() &&
                     !observation.changes[Side::remote].added.empty())) {
     Status matched = co_await pair_by_content(lane, m, observation);
     if (!matched) co_return matched.error();

@@ -309,7 +309,9 @@ class Schedule {
         if (fate.expunged && present && !excused(name, fate)) {
           return fmt::format("{}: message {} was expunged by the user and came back", name, n);
         }
-        if (present && !fate.expunged && fate.last_edit &&
+        // (In a mailbox whose UIDVALIDITY was reset, pairs re-made by content take the flags
+        // both sides share as their base: a removal on one side can come back.)
+        if (present && !fate.expunged && fate.last_edit && !reset_rounds_.count(name) &&
             fate.edited[Side::local] != fate.edited[Side::remote] &&
             !same_flags(seen[Side::local][n], *fate.last_edit)) {
           return fmt::format("{}: message {} was edited on one side only to ({}) but has ({})",
