@@ -129,6 +129,19 @@ Mailbox mailbox_from_row(const sql::Query& q) {
   return m;
 }
 
+// The schema version of a twinbox database this version can use (perhaps after migrating it).
+Result<int> known_schema_version(sql::Connection& db, const std::string& label) {
+  auto version = read_schema_version(db);
+  if (!version) return std::move(version).error();
+  if (*version > current_schema_version()) {
+    return Error(Errc::io,
+                 fmt::format("{} has schema version {}, but this twinbox knows versions up to {}: "
+                             "use a newer twinbox",
+                             label, *version, current_schema_version()));
+  }
+  return version;
+}
+
 Result<std::optional<Mailbox>> read_one_mailbox(sql::Query& q) {
   auto row = q.step();
   if (!row) return std::move(row).error();
@@ -247,15 +260,9 @@ Result<std::unique_ptr<StateDb>> StateDb::open(const std::string& path, OpenOpti
   sqlite3_busy_timeout(db.handle(), 0);
 
   // Inspect before changing anything: a foreign or future database must stay byte-identical.
-  auto version = read_schema_version(db);
+  auto version = known_schema_version(db, label);
   if (!version) return std::move(version).error();
   const int current = current_schema_version();
-  if (*version > current) {
-    return Error(Errc::io,
-                 fmt::format("{} has schema version {}, but this twinbox knows versions up to {}: "
-                             "use a newer twinbox",
-                             label, *version, current));
-  }
   if (options.read_only && *version < current) {
     return Error(Errc::io, fmt::format("{} needs a schema upgrade from version {} to {}, which a "
                                        "read-only open cannot do",
@@ -336,15 +343,9 @@ Result<std::unique_ptr<StateDb>> StateDb::open_scratch(const std::string& copy_o
       return Error(Errc::io, fmt::format("{}: cannot copy it: {}", label_for(copy_of), message));
     }
   }
-  auto version = read_schema_version(db);
+  auto version = known_schema_version(db, label);
   if (!version) return std::move(version).error();
   const int current = current_schema_version();
-  if (*version > current) {
-    return Error(Errc::io,
-                 fmt::format("{} has schema version {}, but this twinbox knows versions up to {}: "
-                             "use a newer twinbox",
-                             label, *version, current));
-  }
   if (auto s = db.exec("PRAGMA foreign_keys = ON;"); !s) return std::move(s).error();
   if (*version < current) {
     if (auto s = migrate(db, *version, migrations()); !s) return std::move(s).error();
