@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <mutex>
 #include <unordered_set>
 
 #include <fmt/format.h>
@@ -127,6 +128,16 @@ Mailbox mailbox_from_row(const sql::Query& q) {
     m.sides[side].highestmodseq = q.optional_int<ModSeq>(base + 2);
   }
   return m;
+}
+
+// Copies database `from` into `to` with the backup API (a consistent snapshot, page by page).
+int copy_database(sqlite3* from, sqlite3* to) {
+  sqlite3_backup* backup = sqlite3_backup_init(to, "main", from, "main");
+  if (backup == nullptr) return sqlite3_errcode(to);
+  int rc = sqlite3_backup_step(backup, -1);
+  if (rc == SQLITE_DONE) rc = SQLITE_OK;
+  const int finished = sqlite3_backup_finish(backup);
+  return rc != SQLITE_OK ? rc : finished;
 }
 
 // The schema version of a twinbox database this version can use (perhaps after migrating it).
@@ -328,19 +339,26 @@ Result<std::unique_ptr<StateDb>> StateDb::open_scratch(const std::string& copy_o
     if (!has_wal) uri += "?immutable=1";
     sqlite3* source = nullptr;
     int rc = sqlite3_open_v2(uri.c_str(), &source, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, nullptr);
-    if (rc == SQLITE_OK) {
-      // The backup API copies a consistent snapshot, page by page.
-      sqlite3_backup* backup = sqlite3_backup_init(db.handle(), "main", source, "main");
-      rc = backup == nullptr ? sqlite3_errcode(db.handle()) : sqlite3_backup_step(backup, -1);
-      if (rc == SQLITE_DONE) rc = SQLITE_OK;
-      if (backup != nullptr && sqlite3_backup_finish(backup) != SQLITE_OK && rc == SQLITE_OK) {
-        rc = sqlite3_errcode(db.handle());
-      }
-    }
+    if (rc == SQLITE_OK) rc = copy_database(source, db.handle());
     const std::string message = source != nullptr ? sqlite3_errmsg(source) : sqlite3_errstr(rc);
     sqlite3_close(source);
     if (rc != SQLITE_OK) {
       return Error(Errc::io, fmt::format("{}: cannot copy it: {}", label_for(copy_of), message));
+    }
+  } else {
+    // An empty database is a copy of one migrated once per process: cheaper than migrating each
+    // time (the simulator opens thousands).
+    static std::mutex mutex;
+    static std::unique_ptr<sql::Connection> empty;
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!empty) {
+      auto made = sql::Connection::open(":memory:", false, "empty state database");
+      if (!made) return std::move(made).error();
+      if (auto s = migrate(**made, 0, migrations()); !s) return std::move(s).error();
+      empty = std::move(*made);
+    }
+    if (const int rc = copy_database(empty->handle(), db.handle()); rc != SQLITE_OK) {
+      return db.error(rc, "copy the empty database");
     }
   }
   auto version = known_schema_version(db, label);
