@@ -972,13 +972,23 @@ asio::awaitable<Status> Engine::recover_intents(const Lane& lane, MailboxSync& m
 }
 
 Status Engine::recover_stores(MailboxSync& m, const std::vector<store::Intent>& pending) {
-  std::size_t adopted = 0;
-  auto tx = db_.begin();
-  if (!tx) return tx.error();
+  // The flags of every pair an interrupted run was storing to, grouped by pair (its local UID):
+  // whether each of its STOREs arrived, and the flags they set.
+  struct Stores {
+    bool all_arrived = true;
+    FlagSet intended;
+  };
+  std::map<Uid, Stores> by_pair;
+  std::vector<store::IntentId> done;
   for (const auto& intent : pending) {
-    if (intent.kind != "store" || !intent.source_uid) continue;
+    if (intent.kind != "store") continue;
+    done.push_back(intent.id);
+    if (!intent.source_uid) continue;
     const Side side = intent.target_side;
     const Uid uid = *intent.source_uid;
+    auto pair = db_.find_pair(m.id, side, uid);
+    if (!pair) return pair.error();
+    if (!*pair) continue;
     // The message's flags now, if this observation reported them.
     std::optional<FlagSet> now;
     const SideChanges& changes = m.seen[side].changes;
@@ -986,18 +996,24 @@ Status Engine::recover_stores(MailboxSync& m, const std::vector<store::Intent>& 
     for (const auto& n : changes.added) {
       if (n.uid == uid) now = n.flags;
     }
-    const FlagSet intended = split_flags(intent.flags.value_or(""));
-    if (now && same_flags(*now, intended)) {
-      // The STORE took effect: that is the pair's new base, not a change by the user.
-      auto pair = db_.find_pair(m.id, side, uid);
-      if (!pair) return pair.error();
-      if (*pair) {
-        Status saved = db_.set_pair_flags(m.id, side, uid, join_flags(intended));
-        if (!saved) return saved;
-        ++adopted;
-      }
-    }
-    Status completed = db_.complete_intent(intent.id);
+    Stores& stores = by_pair[(*pair)->uids[Side::local]];
+    stores.intended = split_flags(intent.flags.value_or(""));
+    if (!now || !same_flags(*now, stores.intended)) stores.all_arrived = false;
+  }
+  auto tx = db_.begin();
+  if (!tx) return tx.error();
+  std::size_t adopted = 0;
+  for (const auto& [local_uid, stores] : by_pair) {
+    // Every STORE of the pair took effect: their flags are the new base, not the user's change.
+    // When only some did, the old base stays right: the merged flags already hold every change
+    // the other side still shows.
+    if (!stores.all_arrived) continue;
+    Status saved = db_.set_pair_flags(m.id, Side::local, local_uid, join_flags(stores.intended));
+    if (!saved) return saved;
+    ++adopted;
+  }
+  for (store::IntentId id : done) {
+    Status completed = db_.complete_intent(id);
     if (!completed) return completed;
   }
   Status committed = tx->commit();

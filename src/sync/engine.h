@@ -144,8 +144,8 @@ class Engine {
   asio::awaitable<Status> rematch_orphans(const Lane& lane, MailboxSync& m);
   asio::awaitable<Status> recover_intents(const Lane& lane, MailboxSync& m,
                                           const std::vector<store::Intent>& pending);
-  // Pending flag STOREs whose answer was lost: where the message now has the intended flags,
-  // they become the pair's base.
+  // Pending flag STOREs of an interrupted run: where every STORE of a pair arrived, their flags
+  // become the pair's base; where only some did, the old base stays.
   Status recover_stores(MailboxSync& m, const std::vector<store::Intent>& pending);
   asio::awaitable<Status> pair_by_content(const Lane& lane, MailboxSync& m,
                                           MailboxObservation& observation);

@@ -150,6 +150,36 @@ TEST_F(EngineTest, DryRunChangesNothingAndPrintsThePlan) {
   EXPECT_THAT(out, HasSubstr("store remote UID 1 +(\\Seen)"));
 }
 
+// A flag conflict (\\Seen added on one side, $Later on the other) merged into two STOREs, the
+// run killed at every step, before and after its effect (one STORE arrived, not the other; or
+// both, with their answers lost): the rerun must end with both flags on both sides.
+TEST(EngineKilled, FlagMergeSurvivesAKillAtEveryStep) {
+  Log::instance().set_level(LogLevel::error);
+  for (auto when : {Faults::When::before_effect, Faults::When::after_effect}) {
+    for (std::uint64_t step = 1; step <= 20; ++step) {
+      SCOPED_TRACE(::testing::Message() << "killed at step " << step
+                                        << (when == Faults::When::after_effect ? " after" : ""));
+      MemoryWorld world;
+      world.remote.deliver("INBOX", body(1));
+      world.remote.deliver("INBOX", body(2));
+      ASSERT_TRUE(world.run());
+      ASSERT_TRUE(world.local.set_flags("INBOX", 1, {"\\Seen"}));
+      ASSERT_TRUE(world.remote.set_flags("INBOX", 1, {"$Later"}));
+      world.faults.kill_at = step;
+      world.faults.kill_when = when;
+      EngineOptions one_lane;
+      one_lane.jobs = 1;
+      (void)world.run(one_lane);
+      world.faults.kill_at.reset();
+      ASSERT_TRUE(world.run());
+      const FlagSet both = canonical({"\\Seen", "$Later"});
+      EXPECT_EQ(world.local.find("INBOX")->messages.at(1).flags, both);
+      EXPECT_EQ(world.remote.find("INBOX")->messages.at(1).flags, both);
+    }
+  }
+  Log::instance().set_level(LogLevel::info);
+}
+
 TEST(UidSet, MergesTouchingRangesAndHandlesTheLargestUid) {
   UidSet set;
   set.add(5, 7);
