@@ -1,6 +1,7 @@
 #include "sync/memory_store.h"
 
 #include <algorithm>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -52,6 +53,11 @@ Uid MemoryServer::deliver(const std::string& name, std::string body, FlagSet fla
   box.messages[uid] = {std::move(body), canonical(std::move(flags)), ++box.highestmodseq,
                        std::move(internal_date)};
   return uid;
+}
+
+const MemoryMailbox* MemoryServer::find(const std::string& name) const {
+  auto it = mailboxes_.find(name);
+  return it == mailboxes_.end() ? nullptr : &it->second;
 }
 
 bool MemoryServer::set_flags(const std::string& name, Uid uid, FlagSet flags) {
@@ -260,7 +266,7 @@ asio::awaitable<Result<FullObservation>> MemoryStore::observe_all(const std::str
 }
 
 std::uint32_t MemoryStore::uidnext() const {
-  auto* box = const_cast<MemoryServer&>(server_).find(selected_);
+  const MemoryMailbox* box = std::as_const(server_).find(selected_);
   return box ? box->uidnext : 0;
 }
 

@@ -78,6 +78,7 @@ class MemoryServer {
   // --- Another client's view (the simulator's and the tests' hands on the server) ---
   MemoryMailbox& create(const std::string& name);
   MemoryMailbox* find(const std::string& name);
+  const MemoryMailbox* find(const std::string& name) const;
   const std::map<std::string, MemoryMailbox>& mailboxes() const { return mailboxes_; }
   std::map<std::string, MemoryMailbox>& mailboxes() { return mailboxes_; }
   Uid deliver(const std::string& name, std::string body, FlagSet flags = {},
