@@ -25,6 +25,13 @@
 namespace twinbox::cli {
 namespace {
 
+// The config's change-detection (validated by the config reader) as a cap on the tier.
+sync::Tier tier_limit(const std::string& change_detection) {
+  if (change_detection == "plain") return sync::Tier::plain;
+  if (change_detection == "condstore") return sync::Tier::condstore;
+  return sync::Tier::qresync;
+}
+
 int report(const Error& error) {
   log_error("{}", error.to_string());
   return exit_code_for(error.code);
@@ -38,7 +45,8 @@ asio::awaitable<int> run_probe(const config::Config& config, const Options& opti
       rc = std::max(rc, report(endpoint.error()));
       continue;
     }
-    ProbeReport result = co_await probe_endpoint(std::move(*endpoint), stdout);
+    ProbeReport result =
+        co_await probe_endpoint(std::move(*endpoint), stdout, tier_limit(side->change_detection));
     std::fflush(stdout);
     if (!result.connected) {
       rc = rc == kExitOk ? exit_code_for(result.error.code) : rc;
@@ -139,8 +147,9 @@ asio::awaitable<int> run_sync(asio::io_context& io, const config::Config& config
   engine_options.jobs = static_cast<std::size_t>(options.jobs);
   if (options.watch) engine_options.watch = std::chrono::seconds(*options.watch);
   engine_options.notify = options.notify;
-  sync::ImapConnector connector(std::move(endpoints),
-                                {config.local.list_reference, config.remote.list_reference});
+  sync::ImapConnector connector(
+      std::move(endpoints), {config.local.list_reference, config.remote.list_reference},
+      {tier_limit(config.local.change_detection), tier_limit(config.remote.change_detection)});
   sync::Engine engine(config, engine_options, **db, connector);
   StopOnSignal stop(io, engine);
   if (options.remove || options.rename) {

@@ -17,7 +17,7 @@ struct Extension {
   const char* why;
 };
 
-// What makes the sync faster or wider (the required ones are sync/capabilities.h).
+// What else makes the sync faster (the ones the sync adapts to are sync/capabilities.h).
 constexpr Extension kOptional[] = {
     {"LIST-STATUS", "RFC 5819: STATUS of every mailbox within the LIST"},
     {"LITERAL+", "RFC 7888: no round trip per literal"},
@@ -49,21 +49,18 @@ std::string describe_status(const imap::StatusData& s) {
   return out;
 }
 
-// Prints the required and optional extension table; returns whether all required are present.
-bool print_extensions(const imap::Session& session, const std::string& name, std::FILE* out) {
-  bool all_required = true;
+// Prints what the sync uses (and what it does without) and the optional extensions.
+void print_extensions(const imap::Session& session, const std::string& name, std::FILE* out) {
   const auto offered = [&](std::string_view name) { return has(session, name); };
-  for (const auto& ext : sync::kRequiredCapabilities) {
+  for (const auto& ext : sync::kSyncCapabilities) {
     const bool present = sync::offers(ext, offered);
-    all_required = all_required && present;
-    fmt::print(out, "{}:   required {:<18} {:<4} {}\n", name, ext.name, present ? "yes" : "NO",
-               ext.why);
+    fmt::print(out, "{}:   sync     {:<18} {:<4} {}{}\n", name, ext.name, present ? "yes" : "no",
+               ext.why, present ? "" : fmt::format(" (without: {})", ext.without));
   }
   for (const auto& ext : kOptional) {
     fmt::print(out, "{}:   optional {:<18} {:<4} {}\n", name, ext.name,
                has(session, ext.name) ? "yes" : "no", ext.why);
   }
-  return all_required;
 }
 
 }  // namespace
@@ -138,7 +135,8 @@ void print_listing(const Listing& listing, bool utf8, const std::string& name, s
 
 }  // namespace
 
-asio::awaitable<ProbeReport> probe_endpoint(net::Endpoint endpoint, std::FILE* out) {
+asio::awaitable<ProbeReport> probe_endpoint(net::Endpoint endpoint, std::FILE* out,
+                                            sync::Tier limit) {
   ProbeReport report;
   const std::string name = endpoint.name;
   fmt::print(out, "== {}: {}\n", name, describe_where(endpoint));
@@ -152,9 +150,10 @@ asio::awaitable<ProbeReport> probe_endpoint(net::Endpoint endpoint, std::FILE* o
   imap::Session& session = client.session();
   report.connected = true;
   print_connection(client, session, name, out);
-  bool sync_capable = print_extensions(session, name, out);
-
-  if (session.has_capability("ENABLE") && session.has_capability("QRESYNC")) {
+  print_extensions(session, name, out);
+  const auto offered = [&](std::string_view name) { return has(session, name); };
+  sync::Tier tier = sync::best_tier(offered, limit);
+  if (tier == sync::Tier::qresync) {
     // Arguments built outside the co_await full-expression: g++ 12 cannot keep a braced list's
     // backing array alive across a suspension ("array used as initializer").
     const std::vector<std::string> qresync = {"QRESYNC"};
@@ -165,9 +164,12 @@ asio::awaitable<ProbeReport> probe_endpoint(net::Endpoint endpoint, std::FILE* o
     if (!enabled.ok()) outcome = enabled.error().to_string();
     if (enabled.ok() && !on) outcome = "no * ENABLED answer";
     fmt::print(out, "{}: ENABLE QRESYNC: {}\n", name, outcome);
-    sync_capable = sync_capable && on;
+    if (!on) tier = sync::Tier::condstore;
   }
-  report.sync_capable = sync_capable;
+  fmt::print(
+      out, "{}: change detection: {}{}\n", name, sync::tier_name(tier),
+      tier < sync::best_tier(offered, sync::Tier::qresync) ? " (change-detection setting)" : "");
+  report.sync_capable = has(session, "IMAP4REV1") || has(session, "IMAP4REV2");
 
   // The mailbox list, with STATUS in the same round trip when the server offers LIST-STATUS.
   imap::cmd::ListOptions list_options;
@@ -204,7 +206,7 @@ asio::awaitable<ProbeReport> probe_endpoint(net::Endpoint endpoint, std::FILE* o
   const auto counters = client.counters();
   co_await client.logout();
   fmt::print(out, "{}: sync-capable: {}; traffic: {} bytes in, {} bytes out\n", name,
-             report.sync_capable ? "yes" : "NO (see the required extensions above)",
+             report.sync_capable ? "yes" : "NO (neither IMAP4rev1 nor IMAP4rev2 advertised)",
              counters.wire_in, counters.wire_out);
   co_return report;
 }

@@ -1,6 +1,7 @@
 // --probe: "why won't it sync with my server". Connects to each side as configured and reports
-// what twinbox sees: transport, TLS, greeting, authentication, capabilities (which required and
-// optional extensions are present), ENABLE QRESYNC, and the mailbox list with STATUS.
+// what twinbox sees: transport, TLS, greeting, authentication, capabilities (which extensions the
+// sync uses and what replaces each missing one), ENABLE QRESYNC, the change detection the sync
+// will use, and the mailbox list with STATUS.
 #pragma once
 
 #include <cstdio>
@@ -8,16 +9,19 @@
 #include <asio/awaitable.hpp>
 
 #include "net/client.h"
+#include "sync/mail_store.h"
 
 namespace twinbox::cli {
 
 struct ProbeReport {
   bool connected = false;
-  bool sync_capable = false;  // every extension the sync engine requires is present
+  bool sync_capable = false;  // an IMAP4rev1 (or rev2) server: every tier needs no more
   Error error;                // when !connected
 };
 
 // Prints the report for one endpoint to `out`; never throws.
-asio::awaitable<ProbeReport> probe_endpoint(net::Endpoint endpoint, std::FILE* out);
+// `limit` is the side's change-detection setting.
+asio::awaitable<ProbeReport> probe_endpoint(net::Endpoint endpoint, std::FILE* out,
+                                            sync::Tier limit = sync::Tier::qresync);
 
 }  // namespace twinbox::cli

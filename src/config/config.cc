@@ -167,6 +167,11 @@ std::optional<Problem> check_type(std::string_view v) {
   return Problem{"expected imap, imaps or tunnel"};
 }
 
+std::optional<Problem> check_change_detection(std::string_view v) {
+  if (v == "auto" || v == "qresync" || v == "condstore" || v == "plain") return std::nullopt;
+  return Problem{"expected auto, qresync, condstore or plain"};
+}
+
 std::optional<Problem> check_host(std::string_view v) {
   if (auto p = check_text(v)) return p;
   if (v.size() >= 2 && v.front() == '[' && v.back() == ']' && !host_ip_literal(v)) {
@@ -304,6 +309,7 @@ constexpr KeySpec kKeys[] = {
     {"SSL_hostname", check_text_or_empty, false, false},
     // twinbox extension. The command may embed a secret (`echo hunter2`): never echoed either.
     {"password-command", check_text, false, true},
+    {"change-detection", check_change_detection, false, false},
 };
 
 const KeySpec* find_key(std::string_view key) {
@@ -486,6 +492,8 @@ Result<EndpointConfig> build_endpoint(const std::string& file, std::string_view 
       ep.ssl_ca_path = v;
     } else if (key == "list-reference") {
       ep.list_reference = v;
+    } else if (key == "change-detection") {
+      ep.change_detection = v;
     }
     // Default-section-only keys inherited here are not per-side settings.
   }
@@ -922,6 +930,7 @@ std::string to_string(const EndpointConfig& e) {
   if (e.password_command) line("password-command", "<redacted>");
   line("compress", yes_no(e.compress));
   if (!e.list_reference.empty()) line("list-reference", e.list_reference);
+  if (e.change_detection != "auto") line("change-detection", e.change_detection);
   if (e.type != EndpointType::tunnel) {
     line("SSL_verify", yes_no(e.ssl_verify));
     if (!e.ssl_fingerprints.empty()) line("SSL_fingerprint", join(e.ssl_fingerprints));

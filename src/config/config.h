@@ -70,6 +70,9 @@ struct EndpointConfig {
   std::string ssl_ca_file, ssl_ca_path;
 
   std::string list_reference;  // LIST reference name, default ""
+  // twinbox's `change-detection`: the best tier of change detection to use on this side
+  // ("qresync", "condstore" or "plain"); "auto" (the default): the best the server offers.
+  std::string change_detection = "auto";
 
   // Line of the file where `key` got its value (in this section or inherited from the default
   // section); 0 for a default value.

@@ -167,6 +167,16 @@ TEST(ConfigTest, SidesInheritTheDefaultSectionAndOverrideIt) {
   EXPECT_EQ(c.database, "/home/u/.local/share/twinbox/mail.example.org.db");
 }
 
+TEST(ConfigTest, ChangeDetectionPerSideWithAutoByDefault) {
+  const Config c = parse_ok(
+      "change-detection = condstore\n[local]\nchange-detection = plain\n"
+      "[remote]\n");
+  EXPECT_EQ(c.local.change_detection, "plain");
+  EXPECT_EQ(c.remote.change_detection, "condstore");
+  EXPECT_EQ(parse_ok("[local]\n[remote]\n").remote.change_detection, "auto");
+  EXPECT_NE(to_string(c.remote).find("change-detection = condstore\n"), std::string::npos);
+}
+
 TEST(ConfigTest, PortDefaultFollowsTheFinalType) {
   const Config c = parse_ok("type = imap\n[local]\n[remote]\ntype = imaps\n");
   EXPECT_EQ(c.local.port, "143");
@@ -337,6 +347,11 @@ INSTANTIATE_TEST_SUITE_P(
                   "config:1: unknown key 'verbose' in the default section\n"
                   "verbose = 1\n"
                   "^~~~~~~"},
+        ErrorCase{"change-detection names a tier", remote_with("change-detection = fast\n"),
+                  "config:5: invalid value for 'change-detection' in [remote]: expected auto, "
+                  "qresync, condstore or plain\n"
+                  "change-detection = fast\n"
+                  "                   ^~~~"},
         ErrorCase{"type is case-sensitive", remote_with("type = IMAPS\n"),
                   "config:5: invalid value for 'type' in [remote]: expected imap, imaps or tunnel\n"
                   "type = IMAPS\n"

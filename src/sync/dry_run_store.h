@@ -23,6 +23,7 @@ class DryRunStore : public MailStore {
   const std::vector<std::string>& recorded() const { return recorded_; }
 
   Side side() const override { return real_->side(); }
+  Tier tier() const override { return real_->tier(); }
   asio::awaitable<Result<std::optional<char>>> delimiter() override { return real_->delimiter(); }
   asio::awaitable<Result<std::vector<ListedMailbox>>> list(
       const std::vector<std::string>& patterns,
@@ -38,6 +39,7 @@ class DryRunStore : public MailStore {
                                                    const store::SideState& recorded) override;
   asio::awaitable<Result<FullObservation>> observe_all(const std::string& name) override;
   std::uint32_t uidnext() const override { return real_->uidnext(); }
+  asio::awaitable<Result<UidSet>> uids() override { return real_->uids(); }
 
   asio::awaitable<Result<std::vector<FetchedMessage>>> fetch_bodies(
       const std::vector<Uid>& uids) override {

@@ -343,6 +343,7 @@ Result<bool> Engine::needs_sync(const std::string& name) {
   if (!pending) return pending.error();
   if (!pending->empty()) return true;
   // Nothing moved on either side (LIST-STATUS said so): no SELECT at all.
+  std::optional<std::uint64_t> paired;
   for (Side side : kSides) {
     const auto& m = listed_[side][name];
     const auto& r = (*record)->sides[side];
@@ -350,6 +351,15 @@ Result<bool> Engine::needs_sync(const std::string& name) {
                       r.highestmodseq && *m.uidvalidity == *r.uidvalidity &&
                       *m.uidnext == *r.uidnext && *m.highestmodseq == *r.highestmodseq;
     if (!same) return true;
+    if (m.messages) {
+      // A side whose expunges need not move HIGHESTMODSEQ (CONDSTORE): its count must match.
+      if (!paired) {
+        auto counted = db_.count_pairs((*record)->id);
+        if (!counted) return counted.error();
+        paired = *counted;
+      }
+      if (*m.messages != *paired) return true;
+    }
   }
   return false;
 }
@@ -491,6 +501,7 @@ asio::awaitable<Status> Engine::sync_mailbox(const std::string& name, const Lane
   Status step = co_await observe_mailbox(lane, m);
   if (step) step = co_await recover_interrupted(lane, m);
   if (step) step = load_pairs(m);
+  if (step) step = co_await find_expunges(lane, m);
   if (step) step = co_await reread_if_distrusted(lane, m);
   if (!step) co_return step;
   auto observation = co_await observation_of(lane, m);
@@ -606,25 +617,50 @@ Status Engine::load_pairs(MailboxSync& m) {
   }
   for (Side side : kSides) {
     if (m.recorded[side].uidnext) continue;
-    // A first sync lists every message with its flags, and reports no flag changes: a paired
-    // message (recorded by an interrupted first sync) whose flags differ from the pair's changed.
+    // A first sync lists every message (paired ones, recorded by an interrupted first sync,
+    // have their flags compared below).
     m.listed[side].emplace();
-    SideChanges& changes = m.seen[side].changes;
-    for (const auto& n : changes.added) {
-      m.listed[side]->insert(n.uid);
-      auto pair = by_uid.find({index(side), n.uid});
-      if (pair != by_uid.end() && !same_flags(n.flags, split_flags(pair->second->flags))) {
-        changes.flags[n.uid] = n.flags;
-      }
-    }
+    for (const auto& n : m.seen[side].changes.added) m.listed[side]->insert(n.uid);
   }
   // Messages an interrupted run appended and recorded are above the recorded UIDNEXT but
-  // already paired: not new.
+  // already paired: not new. Their flags may have changed since (a plain store reports flag
+  // changes only below the recorded UIDNEXT): compared with the pair's, like any listing.
   for (Side side : kSides) {
-    std::erase_if(m.seen[side].changes.added,
-                  [&](const NewMessage& n) { return m.paired[side].count(n.uid) > 0; });
+    SideChanges& changes = m.seen[side].changes;
+    std::erase_if(changes.added, [&](const NewMessage& n) {
+      auto pair = by_uid.find({index(side), n.uid});
+      if (pair == by_uid.end()) return false;
+      if (!changes.flags.count(n.uid) && !same_flags(n.flags, split_flags(pair->second->flags))) {
+        changes.flags[n.uid] = n.flags;
+      }
+      return true;
+    });
   }
   return ok_status();
+}
+
+// The messages of `side` the recorded state accounts for, against the server's count.
+std::size_t Engine::expected_count(const MailboxSync& m, Side side) {
+  const SideObservation& seen = m.seen[side];
+  std::size_t expected = seen.changes.added.size();
+  for (Uid uid : m.paired[side]) expected += seen.vanished_set.contains(uid) ? 0 : 1;
+  return expected;
+}
+
+asio::awaitable<Status> Engine::find_expunges(const Lane& lane, MailboxSync& m) {
+  // A store that cannot report expunges (Tier::condstore): when the count says messages are
+  // missing, the server's UID list tells which. Paired messages absent from it were expunged.
+  for (Side side : kSides) {
+    SideObservation& seen = m.seen[side];
+    if (seen.expunges_reported || m.reset[side] || !m.recorded[side].uidnext) continue;
+    if (expected_count(m, side) == seen.exists) continue;
+    auto present = co_await lane[side]->uids();
+    if (!present) co_return present.error();
+    for (Uid uid : m.paired[side]) {
+      if (!present->contains(uid)) seen.vanished_set.add(uid);
+    }
+  }
+  co_return ok_status();
 }
 
 asio::awaitable<Status> Engine::reread_if_distrusted(const Lane& lane, MailboxSync& m) {
@@ -636,8 +672,7 @@ asio::awaitable<Status> Engine::reread_if_distrusted(const Lane& lane, MailboxSy
     const SideObservation& seen = m.seen[side];
     distrust[side] = seen.distrust;
     if (m.reset[side] || !m.recorded[side].uidnext || options_.repair) continue;
-    std::size_t expected = seen.changes.added.size();
-    for (Uid uid : m.paired[side]) expected += seen.vanished_set.contains(uid) ? 0 : 1;
+    const std::size_t expected = expected_count(m, side);
     if (expected != seen.exists) {
       distrust[side].push_back(
           fmt::format("the mailbox has {} message(s) but the recorded state and the changes "
@@ -695,7 +730,16 @@ asio::awaitable<Result<MailboxObservation>> Engine::observation_of(const Lane& l
         changes.vanished.push_back(uid);
         continue;
       }
-      if (!m.full[side]) continue;
+      if (!m.full[side]) {
+        // Flags back to the base are no change (a plain store lists every message's flags; a
+        // mod-sequence also moves when a flag is set and cleared again).
+        auto reported = changes.flags.find(uid);
+        if (reported != changes.flags.end() && same_flags(reported->second, pair.flags)) {
+          changes.flags.erase(reported);
+          changes.modseq.erase(uid);
+        }
+        continue;
+      }
       // A full re-read reports every message's flags: only those that differ from the base are
       // changes.
       const MessageSummary& summary = *present[side].at(uid);
@@ -1201,6 +1245,13 @@ asio::awaitable<Result<store::SideState>> Engine::settled_state(const Lane& lane
     if (!pair) co_return pair.error();
     if (!*pair) contiguous = false;
     expected = std::max(expected, m.uid + 1);
+  }
+  if (lane[side]->tier() == Tier::condstore && only_ours) {
+    // Expunges by another client meanwhile are not reported (CONDSTORE): the count must be
+    // exactly the pairs recorded, or HIGHESTMODSEQ could move past an expunge nobody saw.
+    auto paired = db_.count_pairs(id);
+    if (!paired) co_return paired.error();
+    if (settled->exists != *paired) only_ours = false;
   }
   if (only_ours && contiguous) {
     next.uidnext = expected;

@@ -139,6 +139,9 @@ class Engine {
   // Orphans of a UIDVALIDITY change re-matched; pending APPEND intents resolved.
   asio::awaitable<Status> recover_interrupted(const Lane& lane, MailboxSync& m);
   Status load_pairs(MailboxSync& m);
+  // Expunges a store could not report (Tier::condstore), found from its UID list.
+  asio::awaitable<Status> find_expunges(const Lane& lane, MailboxSync& m);
+  static std::size_t expected_count(const MailboxSync& m, Side side);
   asio::awaitable<Status> reread_if_distrusted(const Lane& lane, MailboxSync& m);
   asio::awaitable<Result<MailboxObservation>> observation_of(const Lane& lane, MailboxSync& m);
   asio::awaitable<Status> rematch_orphans(const Lane& lane, MailboxSync& m);

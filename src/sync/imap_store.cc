@@ -58,16 +58,16 @@ ImapStore::ImapStore(Side side, std::unique_ptr<net::Client> client, std::string
 
 bool ImapStore::utf8() const { return client_->session().is_enabled("UTF8=ACCEPT"); }
 
-asio::awaitable<Status> ImapStore::prepare() {
+bool ImapStore::has(std::string_view capability) const {
+  return client_->session().has_capability(capability);
+}
+
+asio::awaitable<Status> ImapStore::prepare(Tier limit) {
   auto& s = client_->session();
-  const auto has = [&](std::string_view name) { return s.has_capability(name); };
-  for (const auto& required : kRequiredCapabilities) {
-    if (!offers(required, has)) {
-      co_return Error(Errc::protocol,
-                      fmt::format("{}: the server does not offer {} ({}); twinbox needs it (run "
-                                  "--probe for details)",
-                                  side_name(side_), required.name, required.why));
-    }
+  tier_ = best_tier([&](std::string_view name) { return has(name); }, limit);
+  if (tier_ != Tier::qresync) {
+    log_debug("{}: change detection: {}", side_name(side_), tier_name(tier_));
+    co_return ok_status();
   }
   // The hierarchy delimiter comes with the first LIST's answers (list()); LIST "" "" is asked
   // only when those do not tell it, which saves a command and its bytes on every run.
@@ -77,9 +77,13 @@ asio::awaitable<Status> ImapStore::prepare() {
   auto enabled = co_await client_->expect_ok(std::move(enable), "ENABLE QRESYNC");
   if (!enabled) co_return enabled.error();
   if (!s.is_enabled("QRESYNC")) {
-    co_return Error(Errc::protocol, fmt::format("{}: ENABLE QRESYNC was not confirmed by the "
-                                                "server (no * ENABLED QRESYNC)",
-                                                side_name(side_)));
+    // iCloud: QRESYNC advertised, ENABLE answered OK without "* ENABLED QRESYNC". Its QRESYNC
+    // parameters may not be used (RFC 7162 §3.2.3); CONDSTORE needs no ENABLE.
+    log_warning(
+        "{}: ENABLE QRESYNC was not confirmed by the server (no * ENABLED QRESYNC); "
+        "detecting changes with CONDSTORE instead",
+        side_name(side_));
+    tier_ = Tier::condstore;
   }
   co_return ok_status();
 }
@@ -142,11 +146,6 @@ Result<std::string> ImapStore::server_name(const std::string& internal) const {
 asio::awaitable<Result<std::vector<ListedMailbox>>> ImapStore::list(
     const std::vector<std::string>& patterns, const std::vector<std::string>& select_opts) {
   auto& s = client_->session();
-  imap::cmd::ListOptions options;
-  options.selection = select_opts;
-  options.return_items = {"SUBSCRIBED"};
-  const bool list_status = s.has_capability("LIST-STATUS");
-  if (list_status) options.status_items = {"UIDVALIDITY", "UIDNEXT", "HIGHESTMODSEQ"};
   // list-mailbox patterns use NUL for "the delimiter" (InterIMAP): substitute this side's.
   if (std::any_of(patterns.begin(), patterns.end(), hierarchical)) {
     Status learned = co_await learn_delimiter();
@@ -157,47 +156,151 @@ asio::awaitable<Result<std::vector<ListedMailbox>>> ImapStore::list(
     if (delimiter_) std::replace(p.begin(), p.end(), '\0', *delimiter_);
     server_patterns.push_back(reference_ + p);
   }
-  auto submitted = s.list("", server_patterns, options);
-  auto done = co_await client_->expect_ok(std::move(submitted), "LIST");
-  if (!done) co_return done.error();
-  std::vector<ListedMailbox> out;
+  const bool extended = has("LIST-EXTENDED");
+  // STATUS HIGHESTMODSEQ needs CONDSTORE; without a mod-sequence STATUS cannot show that
+  // nothing changed (flags), so a plain tier asks for none.
+  const bool want_status = tier_ != Tier::plain;
+  const bool list_status = extended && want_status && has("LIST-STATUS");
+  std::vector<imap::Completion> answers;
+  if (extended) {
+    imap::cmd::ListOptions options;
+    options.selection = select_opts;
+    options.return_items = {"SUBSCRIBED"};
+    if (list_status) options.status_items = status_items();
+    auto submitted = s.list("", server_patterns, options);
+    auto done = co_await client_->expect_ok(std::move(submitted), "LIST");
+    if (!done) co_return done.error();
+    answers.push_back(std::move(*done));
+  } else {
+    auto done = co_await list_without_extensions(server_patterns, select_opts);
+    if (!done) co_return done.error();
+    answers = std::move(*done);
+  }
   std::map<std::string, imap::StatusData> statuses;
-  for (auto& response : done->untagged) {
-    if (auto* status = std::get_if<imap::StatusData>(&response.data)) {
-      statuses[status->mailbox] = *status;
+  std::set<std::string> lsub;  // wire names LSUB answered, without LIST-EXTENDED
+  const bool subscribed_only =
+      std::find(select_opts.begin(), select_opts.end(), "SUBSCRIBED") != select_opts.end();
+  for (const auto& done : answers) {
+    for (const auto& response : done.untagged) {
+      if (const auto* status = std::get_if<imap::StatusData>(&response.data)) {
+        statuses[status->mailbox] = *status;
+      } else if (const auto* l = std::get_if<imap::ListData>(&response.data); l && l->lsub) {
+        lsub.insert(l->mailbox);
+      }
     }
   }
-  for (auto& response : done->untagged) {
-    const auto* l = std::get_if<imap::ListData>(&response.data);
-    if (l == nullptr) continue;
-    if (!delimiter_known_) {
-      // The first name listed tells the delimiter (INBOX, or the first under list-reference).
-      delimiter_ = l->delimiter;
-      delimiter_known_ = true;
+  std::vector<ListedMailbox> out;
+  std::set<std::string> seen;  // several patterns may name one mailbox
+  for (const auto& done : answers) {
+    for (const auto& response : done.untagged) {
+      const auto* l = std::get_if<imap::ListData>(&response.data);
+      if (l == nullptr || l->lsub || !seen.insert(l->mailbox).second) continue;
+      if (!delimiter_known_) {
+        // The first name listed tells the delimiter (INBOX, or the first under list-reference).
+        delimiter_ = l->delimiter;
+        delimiter_known_ = true;
+      }
+      ListedMailbox m;
+      m.wire = l->mailbox;
+      auto name = internal_name(l->mailbox, l->delimiter);
+      if (!name) {
+        log_warning("{}: ignoring mailbox '{}': {}", side_name(side_), printable(l->mailbox),
+                    name.error().message);
+        continue;
+      }
+      m.name = *name;
+      m.selectable = !has_attribute(*l, "\\Noselect") && !has_attribute(*l, "\\NonExistent");
+      m.subscribed = extended ? has_attribute(*l, "\\Subscribed") : lsub.count(l->mailbox) > 0;
+      if (!extended && subscribed_only && !m.subscribed) continue;
+      if (auto it = statuses.find(l->mailbox); it != statuses.end()) {
+        m.uidvalidity = it->second.uidvalidity;
+        m.uidnext = it->second.uidnext;
+        m.highestmodseq = it->second.highestmodseq;
+        if (tier_ == Tier::condstore) m.messages = it->second.messages;
+      }
+      out.push_back(std::move(m));
     }
-    ListedMailbox m;
-    m.wire = l->mailbox;
-    auto name = internal_name(l->mailbox, l->delimiter);
-    if (!name) {
-      log_warning("{}: ignoring mailbox '{}': {}", side_name(side_), printable(l->mailbox),
-                  name.error().message);
-      continue;
-    }
-    m.name = *name;
-    m.selectable = !has_attribute(*l, "\\Noselect") && !has_attribute(*l, "\\NonExistent");
-    m.subscribed = has_attribute(*l, "\\Subscribed");
-    if (auto it = statuses.find(l->mailbox); it != statuses.end()) {
-      m.uidvalidity = it->second.uidvalidity;
-      m.uidnext = it->second.uidnext;
-      m.highestmodseq = it->second.highestmodseq;
-    }
-    out.push_back(std::move(m));
   }
   if (!delimiter_known_) {
     Status learned = co_await learn_delimiter();  // nothing listed: ask directly
     if (!learned) co_return learned.error();
   }
+  if (want_status && !list_status) {
+    Status statused = co_await status_of(out);
+    if (!statused) co_return statused.error();
+  }
   co_return out;
+}
+
+asio::awaitable<Result<std::vector<imap::Completion>>> ImapStore::list_without_extensions(
+    const std::vector<std::string>& patterns, const std::vector<std::string>& select_opts) {
+  auto& s = client_->session();
+  for (const auto& option : select_opts) {
+    if (option != "SUBSCRIBED") {
+      co_return Error(Errc::config,
+                      fmt::format("{}: list-select-opts {} needs LIST-EXTENDED (RFC 5258), which "
+                                  "the server does not offer",
+                                  side_name(side_), option));
+    }
+  }
+  std::vector<imap::CommandId> ids;
+  std::vector<std::string> what;
+  for (const auto& pattern : patterns) {
+    const std::vector<std::string> one = {pattern};
+    auto list = s.list("", one);
+    if (!list) co_return list.error();
+    ids.push_back(*list);
+    what.push_back("LIST");
+    auto lsub = imap::CommandBuilder("LSUB", s.wire_options()).string("").list_pattern(pattern);
+    auto command = lsub.build();
+    if (!command) co_return command.error();
+    auto submitted = s.submit(std::move(*command));
+    if (!submitted) co_return submitted.error();
+    ids.push_back(*submitted);
+    what.push_back("LSUB");
+  }
+  auto done = co_await client_->wait_all(std::move(ids));
+  if (!done) co_return done.error();
+  for (std::size_t i = 0; i < done->size(); ++i) {
+    if (!(*done)[i].ok()) co_return rejected(side_, what[i], (*done)[i]);
+  }
+  co_return std::move(*done);
+}
+
+asio::awaitable<Status> ImapStore::status_of(std::vector<ListedMailbox>& mailboxes) {
+  auto& s = client_->session();
+  const std::vector<std::string> items = status_items();
+  std::vector<imap::CommandId> ids;
+  std::vector<ListedMailbox*> asked;
+  for (auto& m : mailboxes) {
+    if (!m.selectable) continue;
+    auto decoded = imap::mailbox_from_wire(m.wire, utf8());
+    if (!decoded) continue;  // internal_name() accepted it; cannot happen
+    auto id = s.status(*decoded, items);
+    if (!id) co_return id.error();
+    ids.push_back(*id);
+    asked.push_back(&m);
+  }
+  auto done = co_await client_->wait_all(std::move(ids));
+  if (!done) co_return done.error();
+  std::map<std::string, const imap::StatusData*> by_wire;
+  for (const auto& completion : *done) {
+    for (const auto& response : completion.untagged) {
+      if (const auto* status = std::get_if<imap::StatusData>(&response.data)) {
+        by_wire[status->mailbox] = status;
+      }
+    }
+  }
+  // A STATUS refused (NO) only costs the shortcut: the mailbox is then looked at.
+  for (ListedMailbox* m : asked) {
+    auto it = by_wire.find(m->wire);
+    if (it == by_wire.end()) continue;
+    m->uidvalidity = it->second->uidvalidity;
+    m->uidnext = it->second->uidnext;
+    m->highestmodseq = it->second->highestmodseq;
+    if (tier_ == Tier::condstore) m->messages = it->second->messages;
+  }
+  co_return ok_status();
 }
 
 asio::awaitable<Status> ImapStore::create(const std::string& internal) {
@@ -247,23 +350,46 @@ asio::awaitable<Result<imap::Completion>> ImapStore::select(
   co_return std::move(*selected);
 }
 
+imap::cmd::SelectOptions ImapStore::select_options() const {
+  imap::cmd::SelectOptions options;
+  // RFC 7162 §3.1.8: the parameter turns CONDSTORE on, so SELECT reports HIGHESTMODSEQ (under
+  // QRESYNC it is on already).
+  options.condstore = tier_ == Tier::condstore;
+  return options;
+}
+
+std::vector<std::string> ImapStore::status_items() const {
+  if (tier_ == Tier::condstore) return {"MESSAGES", "UIDVALIDITY", "UIDNEXT", "HIGHESTMODSEQ"};
+  return {"UIDVALIDITY", "UIDNEXT", "HIGHESTMODSEQ"};
+}
+
+std::string_view ImapStore::summary_items() const {
+  return tier_ == Tier::plain ? "(UID RFC822.SIZE FLAGS INTERNALDATE)"
+                              : "(UID RFC822.SIZE FLAGS INTERNALDATE MODSEQ)";
+}
+
 asio::awaitable<Result<SideObservation>> ImapStore::observe(const std::string& internal,
                                                             const store::SideState& recorded) {
   auto name = co_await wire_name(internal);
   if (!name) co_return name.error();
   auto& s = client_->session();
-  imap::cmd::SelectOptions options;
-  if (recorded.uidvalidity && recorded.highestmodseq && *recorded.highestmodseq > 0) {
+  // Tracked: a sync recorded this mailbox; by mod-sequence: it recorded one too (a plain run,
+  // or a QRESYNC run of a server that lost CONDSTORE since, records none: list every flag).
+  const bool tracked = recorded.uidvalidity && recorded.uidnext;
+  const bool by_modseq = tracked && tier_ != Tier::plain && recorded.highestmodseq.value_or(0) > 0;
+  imap::cmd::SelectOptions options = select_options();
+  if (by_modseq && tier_ == Tier::qresync) {
     options.qresync =
         imap::cmd::QresyncParams{*recorded.uidvalidity, *recorded.highestmodseq, {}, std::nullopt};
   }
   auto selected = co_await select(internal, *name, options);
   if (!selected) co_return selected.error();
   const auto& state = s.mailbox();
-  if (state->nomodseq) {
-    co_return Error(Errc::protocol, fmt::format("{}: mailbox {} has no persistent mod-sequences "
-                                                "(NOMODSEQ); twinbox cannot sync it",
-                                                side_name(side_), printable(*name)));
+  if (tier_ != Tier::plain && state->nomodseq) {
+    co_return Error(Errc::protocol,
+                    fmt::format("{}: mailbox {} has no persistent mod-sequences (NOMODSEQ); set "
+                                "change-detection = plain for this side",
+                                side_name(side_), printable(*name)));
   }
   SideObservation observation;
   observation.uidvalidity = *state->uidvalidity;
@@ -274,6 +400,7 @@ asio::awaitable<Result<SideObservation>> ImapStore::observe(const std::string& i
     co_return observation;
   }
   const bool qresync = options.qresync.has_value();
+  observation.expunges_reported = !by_modseq || qresync;
   for (auto& response : selected->untagged) {
     if (auto* vanished = std::get_if<imap::VanishedData>(&response.data)) {
       if (qresync) add_uids(observation.vanished_set, vanished->uids);
@@ -284,48 +411,85 @@ asio::awaitable<Result<SideObservation>> ImapStore::observe(const std::string& i
     }
   }
   const Uid from = recorded.uidnext.value_or(1);
+  std::vector<imap::CommandId> ids;
+  if (tracked && state->exists > 0 && !qresync) {
+    imap::cmd::FetchModifiers modifiers;
+    imap::SequenceSet old;
+    if (by_modseq) {
+      // CONDSTORE: the flags changed since the recorded mod-sequence (RFC 7162 §3.1.4).
+      modifiers.changed_since = *recorded.highestmodseq;
+      old.add(1, kMaxUid);
+    } else if (from > 1) {
+      old.add(1, from - 1);  // plain: every message's flags
+    }
+    if (!old.empty()) {
+      auto fetch = s.uid_fetch(old, by_modseq ? "(UID FLAGS MODSEQ)" : "(UID FLAGS)", modifiers);
+      if (!fetch) co_return fetch.error();
+      ids.insert(ids.end(), fetch->begin(), fetch->end());
+    }
+  }
   if (state->exists > 0 && observation.uidnext > from) {
-    const imap::SequenceSet range = [&] {
-      imap::SequenceSet r;
-      r.add(std::max<Uid>(from, 1), kMaxUid);
-      return r;
-    }();
+    imap::SequenceSet range;
+    range.add(std::max<Uid>(from, 1), kMaxUid);
     auto fetch = s.uid_fetch(range, "(UID FLAGS INTERNALDATE RFC822.SIZE)");
-    auto fetched = co_await client_->wait_all(std::move(fetch));
+    if (!fetch) co_return fetch.error();
+    ids.insert(ids.end(), fetch->begin(), fetch->end());
+  }
+  listed_flags_.clear();
+  std::set<Uid> present;  // plain listing: the UIDs below `from` that exist
+  if (!ids.empty()) {
+    auto fetched = co_await client_->wait_all(std::move(ids));
     if (!fetched) co_return fetched.error();
     for (auto& done : *fetched) {
-      if (!done.ok()) co_return rejected(side_, "UID FETCH of new messages", done);
+      if (!done.ok()) co_return rejected(side_, "UID FETCH", done);
       for (auto& response : done.untagged) {
         if (auto* vanished = std::get_if<imap::VanishedData>(&response.data)) {
           // An expunge by another client while we were reading (RFC 7162 §3.2.10).
-          add_uids(observation.vanished_set, vanished->uids);
+          if (qresync) add_uids(observation.vanished_set, vanished->uids);
           continue;
         }
         auto* f = std::get_if<imap::FetchData>(&response.data);
         if (f == nullptr || !f->uid) continue;
+        if (tier_ == Tier::plain && f->flags) listed_flags_[*f->uid] = canonical(*f->flags);
         if (*f->uid < from) {
           // "n:*" always names the last message, even below n (RFC 9051 §6.4.8); and a flag
           // change by another client may arrive meanwhile: keep it, HIGHESTMODSEQ covers it.
-          if (qresync && f->flags && f->modseq) {
-            observation.changes.flags[*f->uid] = canonical(*f->flags);
-            observation.changes.modseq[*f->uid] = *f->modseq;
-          }
+          if (!tracked || !f->flags) continue;
+          present.insert(*f->uid);
+          observation.changes.flags[*f->uid] = canonical(*f->flags);
+          if (f->modseq) observation.changes.modseq[*f->uid] = *f->modseq;
           continue;
         }
+        // A FETCH of an old message's flags only (no size): not a new message.
+        if (!f->rfc822_size) continue;
         NewMessage m;
         m.uid = *f->uid;
         m.flags = canonical(f->flags.value_or(std::vector<std::string>{}));
         m.internal_date = f->internaldate.value_or("");
-        m.size = f->rfc822_size.value_or(0);
+        m.size = *f->rfc822_size;
         observation.changes.added.push_back(std::move(m));
       }
     }
     std::sort(observation.changes.added.begin(), observation.changes.added.end(),
               [](const NewMessage& a, const NewMessage& b) { return a.uid < b.uid; });
+    observation.changes.added.erase(
+        std::unique(observation.changes.added.begin(), observation.changes.added.end(),
+                    [](const NewMessage& a, const NewMessage& b) { return a.uid == b.uid; }),
+        observation.changes.added.end());
+  }
+  if (tracked && !by_modseq) {
+    // Every UID below the recorded UIDNEXT that the listing did not show was expunged.
+    Uid next_present = 1;
+    for (Uid uid : present) {
+      if (uid > next_present) observation.vanished_set.add(next_present, uid - 1);
+      next_present = uid + 1;
+    }
+    if (from > next_present) observation.vanished_set.add(next_present, from - 1);
   }
   observation.highestmodseq = highestmodseq();
   observation.exists = s.mailbox() ? s.mailbox()->exists : 0;
-  if (recorded.highestmodseq && observation.highestmodseq < *recorded.highestmodseq) {
+  if (recorded.highestmodseq && observation.highestmodseq < *recorded.highestmodseq &&
+      tier_ != Tier::plain) {
     observation.distrust.push_back(
         fmt::format("HIGHESTMODSEQ {} is below the {} recorded after the last sync",
                     observation.highestmodseq, *recorded.highestmodseq));
@@ -336,7 +500,29 @@ asio::awaitable<Result<SideObservation>> ImapStore::observe(const std::string& i
   co_return observation;
 }
 
+asio::awaitable<Result<UidSet>> ImapStore::uids() {
+  auto& s = client_->session();
+  const bool esearch = has("ESEARCH");
+  auto command = imap::CommandBuilder("UID SEARCH", s.wire_options())
+                     .raw(esearch ? "RETURN (ALL) ALL" : "ALL")
+                     .build();
+  if (!command) co_return command.error();
+  auto submitted = s.submit(std::move(*command));
+  auto done = co_await client_->expect_ok(std::move(submitted), "UID SEARCH ALL");
+  if (!done) co_return done.error();
+  UidSet out;
+  for (const auto& response : done->untagged) {
+    if (const auto* search = std::get_if<imap::SearchData>(&response.data)) {
+      for (auto uid : search->numbers) out.add(uid);
+    } else if (const auto* e = std::get_if<imap::ESearchData>(&response.data)) {
+      if (e->uid && e->all) add_uids(out, *e->all);
+    }
+  }
+  co_return out;
+}
+
 ModSeq ImapStore::highestmodseq() const {
+  if (tier_ == Tier::plain) return 0;
   const auto& state = client_->session().mailbox();
   return state && state->highestmodseq ? *state->highestmodseq : 0;
 }
@@ -348,19 +534,21 @@ std::uint32_t ImapStore::uidnext() const {
 
 namespace {
 
-Result<std::vector<imap::CommandId>> fetch_changed_since(imap::Session& s, ModSeq modseq) {
+Result<std::vector<imap::CommandId>> fetch_changed_since(imap::Session& s, ModSeq modseq,
+                                                         bool vanished) {
   imap::cmd::FetchModifiers modifiers;
   modifiers.changed_since = modseq;
-  modifiers.vanished = true;
+  modifiers.vanished = vanished;
   imap::SequenceSet all;
   all.add(1, kMaxUid);
   return s.uid_fetch(all, "(UID FLAGS)", modifiers);
 }
 
-Result<std::vector<imap::CommandId>> fetch_summaries(imap::Session& s, Uid from) {
+Result<std::vector<imap::CommandId>> fetch_summaries(imap::Session& s, Uid from,
+                                                     std::string_view items) {
   imap::SequenceSet range;
   range.add(std::max<Uid>(from, 1), kMaxUid);
-  return s.uid_fetch(range, "(UID RFC822.SIZE FLAGS INTERNALDATE MODSEQ)");
+  return s.uid_fetch(range, items);
 }
 
 void collect_changes(const imap::Completion& done, Settled& out) {
@@ -386,11 +574,15 @@ void collect_summaries(const imap::Completion& done, Uid from, std::vector<Messa
 
 asio::awaitable<Result<Settled>> ImapStore::settle(ModSeq modseq, Uid uidnext) {
   auto& s = client_->session();
-  auto changed = fetch_changed_since(s, modseq);
-  if (!changed) co_return changed.error();
-  auto above = fetch_summaries(s, uidnext);
+  std::vector<imap::CommandId> ids;
+  // A plain server cannot say what changed: the next sync lists every flag anyway.
+  if (tier_ != Tier::plain && modseq > 0) {
+    auto changed = fetch_changed_since(s, modseq, tier_ == Tier::qresync);
+    if (!changed) co_return changed.error();
+    ids = *changed;
+  }
+  auto above = fetch_summaries(s, uidnext, summary_items());
   if (!above) co_return above.error();
-  std::vector<imap::CommandId> ids = *changed;
   ids.insert(ids.end(), above->begin(), above->end());
   auto fetched = co_await client_->wait_all(std::move(ids));
   if (!fetched) co_return fetched.error();
@@ -405,6 +597,7 @@ asio::awaitable<Result<Settled>> ImapStore::settle(ModSeq modseq, Uid uidnext) {
     collect_summaries(done, uidnext, out.above);
   }
   out.highestmodseq = highestmodseq();
+  out.exists = s.mailbox() ? s.mailbox()->exists : 0;
   co_return out;
 }
 
@@ -437,7 +630,8 @@ asio::awaitable<Result<std::vector<FetchedMessage>>> ImapStore::fetch_bodies(
 }
 
 asio::awaitable<Result<std::vector<MessageSummary>>> ImapStore::summaries_from(Uid from) {
-  auto fetched = co_await client_->wait_all(fetch_summaries(client_->session(), from));
+  auto fetched =
+      co_await client_->wait_all(fetch_summaries(client_->session(), from, summary_items()));
   if (!fetched) co_return fetched.error();
   std::vector<MessageSummary> out;
   for (auto& done : *fetched) {
@@ -456,6 +650,35 @@ asio::awaitable<Result<Appended>> ImapStore::append(const std::string& internal,
   auto& s = client_->session();
   const std::size_t count = messages.size();
   Appended result;
+  if (!has("UIDPLUS")) {
+    // No APPENDUID: note the highest UID, append (all pipelined), then read the new ones back.
+    if (selected_ != internal) {
+      co_return Error(Errc::internal, "APPEND without UIDPLUS needs the mailbox selected");
+    }
+    std::vector<std::uint64_t> sizes;
+    for (const auto& m : messages) sizes.push_back(m.content.size());
+    auto highest = submit_highest_uid();
+    if (!highest) co_return highest.error();
+    std::vector<imap::CommandId> ids = {*highest};
+    const bool multi = s.has_capability("MULTIAPPEND");
+    for (std::size_t i = 0; i < messages.size();) {
+      std::vector<imap::cmd::AppendMessage> batch;
+      do {
+        batch.push_back(std::move(messages[i++]));
+      } while (multi && i < messages.size());
+      auto id = s.append(*name, std::move(batch));
+      if (!id) co_return id.error();
+      ids.push_back(*id);
+    }
+    auto done = co_await client_->wait_all(std::move(ids));
+    if (!done) co_return done.error();
+    for (std::size_t i = 1; i < done->size(); ++i) {
+      if (!(*done)[i].ok()) {
+        co_return rejected(side_, fmt::format("APPEND to {}", printable(*name)), (*done)[i]);
+      }
+    }
+    co_return co_await appended(highest_of(done->front()), sizes);
+  }
   if (count > 1 && !s.has_capability("MULTIAPPEND")) {
     // One APPEND per message, pipelined; each answer carries its own APPENDUID.
     std::vector<imap::CommandId> ids;
@@ -493,29 +716,61 @@ asio::awaitable<Result<Appended>> ImapStore::append(const std::string& internal,
   co_return result;
 }
 
+namespace {
+
+// The STOREs that take messages to their new flags, grouped so that messages needing the same
+// change share one command.
+struct FlagChange {
+  imap::cmd::StoreMode mode = imap::cmd::StoreMode::replace;
+  FlagSet flags;
+  std::optional<ModSeq> unchanged_since;
+  auto key() const { return std::tie(mode, flags, unchanged_since); }
+  friend bool operator<(const FlagChange& a, const FlagChange& b) { return a.key() < b.key(); }
+};
+
+FlagSet without(const FlagSet& from, const FlagSet& removed) {
+  FlagSet out;
+  for (const auto& f : from) {
+    if (std::find(removed.begin(), removed.end(), f) == removed.end()) out.push_back(f);
+  }
+  return out;
+}
+
+}  // namespace
+
 asio::awaitable<Result<std::set<Uid>>> ImapStore::set_flags(
     const std::vector<FlagUpdate>& updates) {
   auto& s = client_->session();
-  std::map<std::pair<std::string, ModSeq>, std::pair<FlagSet, std::vector<Uid>>> groups;
+  std::map<FlagChange, std::vector<Uid>> groups;
   for (const auto& u : updates) {
-    std::string key;
-    for (const auto& flag : u.flags) key += flag + ' ';
-    auto& group = groups[{key, u.unchanged_since}];
-    group.first = u.flags;
-    group.second.push_back(u.uid);
+    auto listed = listed_flags_.find(u.uid);
+    if (tier_ != Tier::plain || listed == listed_flags_.end()) {
+      FlagChange change{imap::cmd::StoreMode::replace, u.flags, std::nullopt};
+      if (tier_ != Tier::plain) change.unchanged_since = u.unchanged_since;
+      groups[change].push_back(u.uid);
+      continue;
+    }
+    // Plain: no conditional STORE, so only the difference is sent and another client's change
+    // to other flags since the listing survives.
+    const FlagSet added = without(u.flags, listed->second);
+    const FlagSet removed = without(listed->second, u.flags);
+    if (!added.empty()) groups[{imap::cmd::StoreMode::add, added, std::nullopt}].push_back(u.uid);
+    if (!removed.empty()) {
+      groups[{imap::cmd::StoreMode::remove, removed, std::nullopt}].push_back(u.uid);
+    }
   }
   std::vector<imap::CommandId> ids;
   std::vector<std::vector<Uid>> sent;
-  for (auto& [key, group] : groups) {
+  for (auto& [change, uids] : groups) {
     imap::cmd::StoreOp op;
-    op.mode = imap::cmd::StoreMode::replace;
-    op.flags = group.first;
-    op.unchanged_since = key.second;
-    auto store = s.uid_store(set_of(group.second), op);
+    op.mode = change.mode;
+    op.flags = change.flags;
+    op.unchanged_since = change.unchanged_since;
+    auto store = s.uid_store(set_of(uids), op);
     if (!store) co_return store.error();
     for (auto id : *store) {
       ids.push_back(id);
-      sent.push_back(group.second);
+      sent.push_back(uids);
     }
   }
   std::set<Uid> modified;
@@ -543,6 +798,7 @@ asio::awaitable<Status> ImapStore::expunge(const std::vector<Uid>& uids) {
   deleted.flags = {"\\Deleted"};
   auto store = s.uid_store(set, deleted);
   if (!store) co_return store.error();
+  if (!has("UIDPLUS")) co_return co_await expunge_without_uidplus(uids, *store);
   // UID EXPUNGE of exactly these UIDs: never plain EXPUNGE, which would also remove other
   // clients' \Deleted messages (RFC 4315 §2.1, RFC 7162 §3.2.9). Pipelined behind the STORE:
   // both are UID commands, which RFC 9051 §5.5 allows in flight together; the server runs them
@@ -560,6 +816,52 @@ asio::awaitable<Status> ImapStore::expunge(const std::vector<Uid>& uids) {
                          (*done)[i]);
     }
   }
+  co_return ok_status();
+}
+
+asio::awaitable<Status> ImapStore::expunge_without_uidplus(const std::vector<Uid>& uids,
+                                                           std::vector<imap::CommandId> store) {
+  // EXPUNGE removes every \Deleted message: only when ours are the only ones (RFC 9051 §6.4.3).
+  // Another client marking one between the SEARCH and the EXPUNGE meant to expunge it anyway.
+  auto& s = client_->session();
+  auto search = imap::CommandBuilder("UID SEARCH", s.wire_options()).raw("DELETED").build();
+  if (!search) co_return search.error();
+  auto searched = s.submit(std::move(*search));
+  if (!searched) co_return searched.error();
+  std::vector<imap::CommandId> ids = std::move(store);
+  ids.push_back(*searched);
+  auto done = co_await client_->wait_all(std::move(ids));
+  if (!done) co_return done.error();
+  for (const auto& completion : *done) {
+    if (!completion.ok()) co_return rejected(side_, "UID STORE/UID SEARCH DELETED", completion);
+  }
+  const std::set<Uid> ours(uids.begin(), uids.end());
+  std::vector<Uid> others;
+  for (const auto& response : done->back().untagged) {
+    if (const auto* found = std::get_if<imap::SearchData>(&response.data)) {
+      for (auto uid : found->numbers) {
+        if (!ours.count(uid)) others.push_back(uid);
+      }
+    }
+  }
+  if (!others.empty()) {
+    // Leave the mailbox as it was: ours lose \Deleted again, the deletion waits.
+    imap::cmd::StoreOp undo;
+    undo.mode = imap::cmd::StoreMode::remove;
+    undo.flags = {"\\Deleted"};
+    auto undone = co_await client_->wait_all(s.uid_store(set_of(uids), undo));
+    if (!undone) co_return undone.error();
+    co_return Error(Errc::rejected,
+                    fmt::format("{}: cannot expunge {} message(s) without UIDPLUS: {} other "
+                                "message(s) of this mailbox are marked \\Deleted and EXPUNGE "
+                                "would remove them too (expunge them, or clear the flag)",
+                                side_name(side_), uids.size(), others.size()));
+  }
+  auto expunge = imap::CommandBuilder("EXPUNGE", s.wire_options()).build();
+  if (!expunge) co_return expunge.error();
+  auto submitted = s.submit(std::move(*expunge));
+  auto expunged = co_await client_->expect_ok(std::move(submitted), "EXPUNGE");
+  if (!expunged) co_return expunged.error();
   co_return ok_status();
 }
 
@@ -606,8 +908,7 @@ asio::awaitable<Result<FullObservation>> ImapStore::observe_all(const std::strin
   auto name = co_await wire_name(internal);
   if (!name) co_return name.error();
   auto& s = client_->session();
-  const imap::cmd::SelectOptions plain;
-  auto selected = co_await select(internal, *name, plain);
+  auto selected = co_await select(internal, *name, select_options());
   if (!selected) co_return selected.error();
   const auto& state = s.mailbox();
   FullObservation out;
@@ -619,6 +920,10 @@ asio::awaitable<Result<FullObservation>> ImapStore::observe_all(const std::strin
     out.messages = std::move(*all);
     std::sort(out.messages.begin(), out.messages.end(),
               [](const MessageSummary& a, const MessageSummary& b) { return a.uid < b.uid; });
+  }
+  listed_flags_.clear();
+  if (tier_ == Tier::plain) {
+    for (const auto& m : out.messages) listed_flags_[m.uid] = m.flags;
   }
   out.state.highestmodseq = highestmodseq();
   out.state.exists = s.mailbox() ? s.mailbox()->exists : 0;
@@ -710,6 +1015,60 @@ asio::awaitable<Status> ImapStore::notify(bool on) {
   co_return ok_status();
 }
 
+Result<imap::CommandId> ImapStore::submit_highest_uid() {
+  // "*" is the message with the highest UID (RFC 9051 §6.4.8); none in an empty mailbox.
+  auto& s = client_->session();
+  auto command = imap::CommandBuilder("UID FETCH", s.wire_options()).raw("* (UID)").build();
+  if (!command) return command.error();
+  return s.submit(std::move(*command));
+}
+
+Uid ImapStore::highest_of(const imap::Completion& done) {
+  Uid highest = 0;  // an empty mailbox may answer NO or BAD to "*"
+  for (const auto& response : done.untagged) {
+    const auto* f = std::get_if<imap::FetchData>(&response.data);
+    if (f != nullptr && f->uid) highest = std::max(highest, *f->uid);
+  }
+  return highest;
+}
+
+asio::awaitable<Result<Appended>> ImapStore::appended(Uid above,
+                                                      const std::vector<std::uint64_t>& sizes) {
+  imap::SequenceSet range;
+  range.add(above + 1, kMaxUid);
+  auto fetched =
+      co_await client_->wait_all(client_->session().uid_fetch(range, "(UID RFC822.SIZE)"));
+  if (!fetched) co_return fetched.error();
+  std::map<Uid, std::uint64_t> fresh;
+  for (const auto& done : *fetched) {
+    if (!done.ok()) co_return rejected(side_, "UID FETCH of appended messages", done);
+    for (const auto& response : done.untagged) {
+      const auto* f = std::get_if<imap::FetchData>(&response.data);
+      if (f != nullptr && f->uid && *f->uid > above && f->rfc822_size) {
+        fresh[*f->uid] = *f->rfc822_size;
+      }
+    }
+  }
+  // Ours are the new ones, in order, when nobody else delivered meanwhile. Otherwise they cannot
+  // be told apart here: the pending intents let the next run pair them by content.
+  Appended out;
+  out.uidvalidity =
+      client_->session().mailbox() ? client_->session().mailbox()->uidvalidity.value_or(0) : 0;
+  std::size_t i = 0;
+  for (const auto& [uid, size] : fresh) {
+    if (i >= sizes.size() || size != sizes[i]) break;
+    out.uids.push_back(uid);
+    ++i;
+  }
+  if (fresh.size() != sizes.size() || out.uids.size() != sizes.size()) {
+    co_return Error(Errc::rejected,
+                    fmt::format("{}: {} message(s) appended without UIDPLUS, but {} new message(s) "
+                                "are in the mailbox; the next run pairs them by content",
+                                side_name(side_), sizes.size(), fresh.size()));
+  }
+  co_return out;
+}
+
 Result<Appended> ImapStore::appended_one(const imap::Completion& done,
                                          const std::string& name) const {
   if (!done.ok()) return rejected(side_, fmt::format("APPEND to {}", printable(name)), done);
@@ -748,10 +1107,27 @@ asio::awaitable<Result<Appended>> ImapStore::append_streamed(const std::string& 
   message.streamed_size = size;
   std::vector<imap::cmd::AppendMessage> one;
   one.push_back(std::move(message));
+  Uid above = 0;
+  if (!has("UIDPLUS")) {
+    if (selected_ != internal) {
+      co_return Error(Errc::internal, "APPEND without UIDPLUS needs the mailbox selected");
+    }
+    auto highest = submit_highest_uid();
+    if (!highest) co_return highest.error();
+    auto answered = co_await client_->wait(*highest);
+    if (!answered) co_return answered.error();
+    above = highest_of(*answered);
+  }
   auto id = client_->session().append(*name, std::move(one));
   WireSource wire(source);
   auto done = co_await client_->wait_streaming(std::move(id), wire);
   if (!done) co_return done.error();
+  if (!has("UIDPLUS")) {
+    if (!done->ok())
+      co_return rejected(side_, fmt::format("APPEND to {}", printable(*name)), *done);
+    const std::vector<std::uint64_t> sizes = {size};
+    co_return co_await appended(above, sizes);
+  }
   co_return appended_one(*done, *name);
 }
 
@@ -814,7 +1190,7 @@ asio::awaitable<Result<std::unique_ptr<MailStore>>> ImapConnector::open(Side sid
   auto client = co_await net::Client::connect(endpoints_[side]);
   if (!client) co_return client.error();
   auto store = std::make_unique<ImapStore>(side, std::move(*client), references_[side]);
-  Status prepared = co_await store->prepare();
+  Status prepared = co_await store->prepare(limits_[side]);
   if (!prepared) co_return prepared.error();
   // Another connection to the same server already listed it: same delimiter, no LIST needed.
   if (const auto* imap = dynamic_cast<const ImapStore*>(sibling)) store->adopt_delimiter(*imap);

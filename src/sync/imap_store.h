@@ -1,6 +1,7 @@
 // The MailStore of a real IMAP server, reached through net::Client: it turns the engine's
 // questions ("what changed in this mailbox since HIGHESTMODSEQ m?") into pipelined UID commands
-// and the answers into mail_store.h values. Needs QRESYNC, ENABLE and UIDPLUS (capabilities.h).
+// and the answers into mail_store.h values. Works with any IMAP4rev1 server; the tier of change
+// detection and the fallbacks follow the capabilities (capabilities.h).
 #pragma once
 
 #include <deque>
@@ -30,14 +31,16 @@ class ImapStore : public MailStore {
     delimiter_ = other.delimiter_;
     delimiter_known_ = true;
   }
-  // ENABLE QRESYNC; fails unless the server offers every required capability.
-  asio::awaitable<Status> prepare();
+  // Chooses the tier (the best the server offers, at most `limit`); ENABLE QRESYNC for that tier,
+  // falling back to CONDSTORE when the server does not confirm it.
+  asio::awaitable<Status> prepare(Tier limit = Tier::qresync);
   // Asks the server for its hierarchy delimiter unless a LIST already told it.
   asio::awaitable<Status> learn_delimiter();
   // Internal name -> the server's name (reference prefix, delimiter, modified UTF-7).
   Result<std::string> server_name(const std::string& internal) const;
 
   Side side() const override { return side_; }
+  Tier tier() const override { return tier_; }
   asio::awaitable<Result<std::optional<char>>> delimiter() override;
   // LIST (select-opts) reference (patterns) RETURN (SUBSCRIBED STATUS (...)), one round trip.
   asio::awaitable<Result<std::vector<ListedMailbox>>> list(
@@ -48,12 +51,15 @@ class ImapStore : public MailStore {
   asio::awaitable<Status> remove(const std::string& internal) override;
   asio::awaitable<Status> rename(const std::string& from, const std::string& to) override;
 
-  // SELECT (with QRESYNC when `recorded` has a UIDVALIDITY and HIGHESTMODSEQ), then one UID
-  // FETCH of every message at or above the recorded UIDNEXT.
+  // SELECT (with QRESYNC when `recorded` has a UIDVALIDITY and HIGHESTMODSEQ), then, pipelined:
+  // the flags changed since (CONDSTORE: CHANGEDSINCE) or of every message (plain), and every
+  // message at or above the recorded UIDNEXT.
   asio::awaitable<Result<SideObservation>> observe(const std::string& internal,
                                                    const store::SideState& recorded) override;
   // A plain SELECT, then UID, size, flags, INTERNALDATE and MODSEQ of every message.
   asio::awaitable<Result<FullObservation>> observe_all(const std::string& internal) override;
+  // UID SEARCH ALL (RETURN (ALL) with ESEARCH: a compact set).
+  asio::awaitable<Result<UidSet>> uids() override;
   std::uint32_t uidnext() const override;
 
   // BODY.PEEK[] (never sets \Seen).
@@ -69,11 +75,12 @@ class ImapStore : public MailStore {
   // UID STORE uids (UNCHANGEDSINCE m) FLAGS.SILENT (flags): one command replaces the flags (two,
   // +FLAGS then -FLAGS, would fail the second on the modseq the first one raised). Messages with
   // the same flags and bound share one UID STORE; all are pipelined (one round trip).
+  // Tier::plain has no bound: +FLAGS/-FLAGS of the difference from the flags observe() listed.
   asio::awaitable<Result<std::set<Uid>>> set_flags(const std::vector<FlagUpdate>& updates) override;
   // UID STORE +FLAGS.SILENT (\Deleted) then UID EXPUNGE of exactly `uids`, pipelined.
   asio::awaitable<Status> expunge(const std::vector<Uid>& uids) override;
 
-  // APPEND (MULTIAPPEND when offered); needs APPENDUID (UIDPLUS).
+  // APPEND (MULTIAPPEND when offered). Without UIDPLUS the new UIDs are read back (appended()).
   asio::awaitable<Result<Appended>> append(const std::string& internal,
                                            std::vector<OutgoingMessage> messages) override;
   // The literal announces `size` and the body is written as it is pulled from `source`
@@ -110,6 +117,25 @@ class ImapStore : public MailStore {
                                                    const std::string& name,
                                                    const imap::cmd::SelectOptions& options);
   bool utf8() const;
+  bool has(std::string_view capability) const;
+  // LIST and LSUB per pattern, for servers without LIST-EXTENDED; STATUS of each mailbox when
+  // LIST-STATUS is missing but a mod-sequence would let the engine skip unchanged mailboxes.
+  asio::awaitable<Result<std::vector<imap::Completion>>> list_without_extensions(
+      const std::vector<std::string>& patterns, const std::vector<std::string>& select_opts);
+  asio::awaitable<Status> status_of(std::vector<ListedMailbox>& mailboxes);
+  // The FETCH items of a message summary this tier can ask for.
+  std::string_view summary_items() const;
+  // What STATUS (or LIST-STATUS) asks to let the engine skip an unchanged mailbox.
+  std::vector<std::string> status_items() const;
+  imap::cmd::SelectOptions select_options() const;
+  // Without UIDPLUS: the UIDs of the `sizes.size()` messages just appended to the selected
+  // mailbox, all above `above` (read back by size); an error when they cannot be told apart.
+  asio::awaitable<Result<Appended>> appended(Uid above, const std::vector<std::uint64_t>& sizes);
+  // UID FETCH * (UID), and the highest UID its answer names (0: an empty mailbox).
+  Result<imap::CommandId> submit_highest_uid();
+  static Uid highest_of(const imap::Completion& done);
+  asio::awaitable<Status> expunge_without_uidplus(const std::vector<Uid>& uids,
+                                                  std::vector<imap::CommandId> store);
 
   friend class BodyPieces;
   Result<Appended> appended_one(const imap::Completion& done, const std::string& name) const;
@@ -121,19 +147,25 @@ class ImapStore : public MailStore {
   bool delimiter_known_ = false;
   std::string selected_;
   std::optional<imap::CommandId> idle_;
+  Tier tier_ = Tier::qresync;
+  std::map<Uid, FlagSet> listed_flags_;  // Tier::plain: what observe() listed (set_flags deltas)
 };
 
 // Connects to the configured servers: net::Client::connect, then prepare().
 class ImapConnector : public StoreConnector {
  public:
-  ImapConnector(PerSide<net::Endpoint> endpoints, PerSide<std::string> list_references)
-      : endpoints_(std::move(endpoints)), references_(std::move(list_references)) {}
+  ImapConnector(PerSide<net::Endpoint> endpoints, PerSide<std::string> list_references,
+                PerSide<Tier> limits = {{Tier::qresync, Tier::qresync}})
+      : endpoints_(std::move(endpoints)),
+        references_(std::move(list_references)),
+        limits_(limits) {}
   asio::awaitable<Result<std::unique_ptr<MailStore>>> open(Side side,
                                                            const MailStore* sibling) override;
 
  private:
   PerSide<net::Endpoint> endpoints_;
   PerSide<std::string> references_;
+  PerSide<Tier> limits_;
 };
 
 // One message body of the selected mailbox read with pipelined partial FETCHes

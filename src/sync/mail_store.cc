@@ -4,6 +4,18 @@
 
 namespace twinbox::sync {
 
+std::string_view tier_name(Tier tier) {
+  switch (tier) {
+    case Tier::qresync:
+      return "QRESYNC";
+    case Tier::condstore:
+      return "CONDSTORE";
+    case Tier::plain:
+      return "plain IMAP";
+  }
+  return "?";
+}
+
 void UidSet::add(Uid first, Uid last) {
   if (first > last) std::swap(first, last);
   // The ranges that touch or overlap [first, last] merge with it.

@@ -33,6 +33,16 @@
 
 namespace twinbox::sync {
 
+// How a store learns what changed in a mailbox since the last sync, best first. Chosen per
+// side from the server's capabilities (and the config's `change-detection` cap):
+// - qresync: SELECT (QRESYNC) reports flag changes and expunges since a mod-sequence (RFC 7162);
+// - condstore: flag changes since a mod-sequence (CHANGEDSINCE); expunges are not reported, the
+//   engine compares the server's UID list with the recorded pairs when the count says so;
+// - plain: UID and FLAGS of every message at every sync (RFC 9051 only); flags are changed by
+//   +FLAGS/-FLAGS deltas, so another client's concurrent change to other flags survives.
+enum class Tier { plain, condstore, qresync };
+std::string_view tier_name(Tier tier);
+
 // The largest UID (RFC 9051 §2.3.1.1: a 32-bit unsigned number). One definition for sync.
 inline constexpr Uid kMaxUid = store::kMaxUid;
 
@@ -64,12 +74,18 @@ struct ListedMailbox {
   // What the server said without selecting the mailbox (LIST-STATUS), when it said it.
   std::optional<std::uint32_t> uidvalidity, uidnext;
   std::optional<ModSeq> highestmodseq;
+  // The message count, from stores that cannot report expunges (Tier::condstore): a CONDSTORE
+  // server need not raise HIGHESTMODSEQ on an expunge, so an unchanged one proves nothing alone.
+  std::optional<std::uint32_t> messages;
 };
 
 // What one side reported for one mailbox: its state and what changed since the recorded one.
 struct SideObservation {
   SideChanges changes;  // vanished is left empty: the engine intersects vanished_set
   UidSet vanished_set;  // expunged since the recorded state (may name unknown UIDs, or all)
+  // False when the store cannot tell expunges (Tier::condstore): vanished_set is then empty and
+  // the engine asks uids() when the message count does not add up.
+  bool expunges_reported = true;
   std::uint32_t uidvalidity = 0;
   std::uint32_t uidnext = 0;  // as announced when the mailbox was opened
   ModSeq highestmodseq = 0;   // at the end of the observation (RFC 7162 §6)
@@ -122,6 +138,7 @@ struct Settled {
   UidSet vanished;
   std::vector<MessageSummary> above;
   ModSeq highestmodseq = 0;
+  std::uint32_t exists = 0;  // the message count after both
 };
 
 // Replace a message's flags, unless it changed after `unchanged_since` (RFC 7162 §3.1.3).
@@ -155,6 +172,8 @@ class MailStore {
   virtual ~MailStore() = default;
 
   virtual Side side() const = 0;
+  // How this connection detects changes (see Tier); fixed once the store is open.
+  virtual Tier tier() const = 0;
   // The hierarchy delimiter, once known (command-line names use the local one).
   virtual asio::awaitable<Result<std::optional<char>>> delimiter() = 0;
 
@@ -179,6 +198,8 @@ class MailStore {
                                                            const store::SideState& recorded) = 0;
   // Every message, without relying on change tracking.
   virtual asio::awaitable<Result<FullObservation>> observe_all(const std::string& name) = 0;
+  // Every UID of the selected mailbox now (UID SEARCH ALL): expunges for Tier::condstore.
+  virtual asio::awaitable<Result<UidSet>> uids() = 0;
   // UIDNEXT of the selected mailbox as last reported (0 when unknown).
   virtual std::uint32_t uidnext() const = 0;
 

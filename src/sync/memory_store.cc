@@ -23,10 +23,6 @@ bool matches(std::string_view pattern, std::string_view name) {
   return !name.empty() && pattern[0] == name[0] && matches(pattern.substr(1), name.substr(1));
 }
 
-MessageSummary summary_of(Uid uid, const MemoryMessage& m) {
-  return {uid, m.body.size(), m.flags, m.internal_date, m.modseq};
-}
-
 Error rejected(Side side, const std::string& what) {
   return Error(Errc::rejected, fmt::format("{}: {}", side_name(side), what));
 }
@@ -136,6 +132,10 @@ Status MemoryStore::step(const char* call, const std::function<Status()>& effect
 
 MemoryMailbox* MemoryStore::selected() { return server_.find(selected_); }
 
+MessageSummary MemoryStore::summary_of(Uid uid, const MemoryMessage& m) const {
+  return {uid, m.body.size(), m.flags, m.internal_date, tier_ == Tier::plain ? 0 : m.modseq};
+}
+
 asio::awaitable<Result<std::optional<char>>> MemoryStore::delimiter() {
   co_return std::optional<char>(delimiter_);
 }
@@ -157,7 +157,8 @@ asio::awaitable<Result<std::vector<ListedMailbox>>> MemoryStore::list(
       m.subscribed = box.subscribed;
       m.uidvalidity = box.uidvalidity;
       m.uidnext = box.uidnext;
-      m.highestmodseq = box.highestmodseq;
+      if (tier_ != Tier::plain) m.highestmodseq = box.highestmodseq;
+      if (tier_ == Tier::condstore) m.messages = static_cast<std::uint32_t>(box.messages.size());
       out.push_back(std::move(m));
     }
     return ok_status();
@@ -211,23 +212,43 @@ asio::awaitable<Result<SideObservation>> MemoryStore::observe(const std::string&
       o.uidvalidity_changed = true;
       return ok_status();
     }
-    const bool qresync = recorded.uidvalidity && recorded.highestmodseq.value_or(0) > 0;
     const Lies& lies = faults_.lies[side_];
-    if (qresync) {
+    const Uid from = recorded.uidnext.value_or(1);
+    // Without a recorded mod-sequence (first sync, or the last one was plain), every flag is
+    // listed, as a plain server does.
+    const bool tracked = recorded.uidvalidity && recorded.uidnext;
+    const bool by_modseq = tier_ != Tier::plain && recorded.highestmodseq.value_or(0) > 0;
+    listed_flags_.clear();
+    if (tracked && by_modseq) {
       const ModSeq since = *recorded.highestmodseq;
-      for (const auto& [uid, modseq] : box->expunged) {
-        if (modseq > since) o.vanished_set.add(uid);
+      o.expunges_reported = tier_ == Tier::qresync;
+      if (o.expunges_reported) {
+        for (const auto& [uid, modseq] : box->expunged) {
+          if (modseq > since) o.vanished_set.add(uid);
+        }
+        if (lies.vanished_everything) o.vanished_set.add(1, kMaxUid);
       }
       for (const auto& [uid, m] : box->messages) {
         if (m.modseq <= since) continue;
         o.changes.flags[uid] = m.flags;
         o.changes.modseq[uid] = m.modseq;
       }
-      if (lies.vanished_everything) o.vanished_set.add(1, kMaxUid);
       if (lies.unasked_fetch) {
         o.changes.flags[box->uidnext + 7] = {"\\Seen"};
         o.changes.modseq[box->uidnext + 7] = box->highestmodseq;
       }
+    } else if (tracked) {
+      Uid next_present = 1;  // every UID below `from` not listed vanished
+      for (auto it = box->messages.begin(); it != box->messages.end() && it->first < from; ++it) {
+        if (it->first > next_present) o.vanished_set.add(next_present, it->first - 1);
+        next_present = it->first + 1;
+        o.changes.flags[it->first] = it->second.flags;
+        if (tier_ != Tier::plain) o.changes.modseq[it->first] = it->second.modseq;
+      }
+      if (from > next_present) o.vanished_set.add(next_present, from - 1);
+    }
+    if (tier_ == Tier::plain) {
+      for (const auto& [uid, m] : box->messages) listed_flags_[uid] = m.flags;
     }
     for (auto it = box->messages.lower_bound(recorded.uidnext.value_or(1));
          it != box->messages.end(); ++it) {
@@ -236,6 +257,7 @@ asio::awaitable<Result<SideObservation>> MemoryStore::observe(const std::string&
     }
     if (lies.exists_too_low && o.exists > 0) --o.exists;
     if (lies.modseq_backwards && o.highestmodseq > 1) o.highestmodseq = 1;
+    if (tier_ == Tier::plain) o.highestmodseq = 0;
     if (recorded.highestmodseq && o.highestmodseq < *recorded.highestmodseq) {
       o.distrust.push_back(
           fmt::format("HIGHESTMODSEQ {} is below the {} recorded after the last sync",
@@ -256,9 +278,25 @@ asio::awaitable<Result<FullObservation>> MemoryStore::observe_all(const std::str
     selected_ = name;
     out.state.uidvalidity = box->uidvalidity;
     out.state.uidnext = box->uidnext;
-    out.state.highestmodseq = box->highestmodseq;
+    out.state.highestmodseq = tier_ == Tier::plain ? 0 : box->highestmodseq;
     out.state.exists = static_cast<std::uint32_t>(box->messages.size());
-    for (const auto& [uid, m] : box->messages) out.messages.push_back(summary_of(uid, m));
+    listed_flags_.clear();
+    for (const auto& [uid, m] : box->messages) {
+      out.messages.push_back(summary_of(uid, m));
+      if (tier_ == Tier::plain) listed_flags_[uid] = m.flags;
+    }
+    return ok_status();
+  });
+  if (!done) co_return done.error();
+  co_return out;
+}
+
+asio::awaitable<Result<UidSet>> MemoryStore::uids() {
+  UidSet out;
+  Status done = step("UID SEARCH ALL", [&]() -> Status {
+    MemoryMailbox* box = selected();
+    if (box == nullptr) return rejected(side_, "SEARCH without a selected mailbox");
+    for (const auto& [uid, m] : box->messages) out.add(uid);
     return ok_status();
   });
   if (!done) co_return done.error();
@@ -375,14 +413,18 @@ asio::awaitable<Result<Settled>> MemoryStore::settle(ModSeq modseq, Uid uidnext)
   Status done = step("UID FETCH (CHANGEDSINCE) + UID FETCH n:*", [&]() -> Status {
     MemoryMailbox* box = selected();
     if (box == nullptr) return rejected(side_, "FETCH without a selected mailbox");
+    // A plain server cannot tell what changed: only what is above `uidnext`.
     for (const auto& [uid, m] : box->messages) {
-      if (m.modseq > modseq) out.flags[uid] = m.flags;
+      if (tier_ != Tier::plain && m.modseq > modseq) out.flags[uid] = m.flags;
       if (uid >= uidnext) out.above.push_back(summary_of(uid, m));
     }
-    for (const auto& [uid, when] : box->expunged) {
-      if (when > modseq) out.vanished.add(uid);
+    if (tier_ == Tier::qresync) {
+      for (const auto& [uid, when] : box->expunged) {
+        if (when > modseq) out.vanished.add(uid);
+      }
     }
-    out.highestmodseq = box->highestmodseq;
+    out.highestmodseq = tier_ == Tier::plain ? 0 : box->highestmodseq;
+    out.exists = static_cast<std::uint32_t>(box->messages.size());
     return ok_status();
   });
   if (!done) co_return done.error();
@@ -398,6 +440,28 @@ asio::awaitable<Result<std::set<Uid>>> MemoryStore::set_flags(
     for (const auto& u : updates) {
       auto it = box->messages.find(u.uid);
       if (it == box->messages.end()) continue;  // expunged meanwhile: nothing to store
+      if (tier_ == Tier::plain) {
+        // +FLAGS/-FLAGS of the difference from what was listed: another client's change to
+        // other flags meanwhile survives.
+        auto listed = listed_flags_.find(u.uid);
+        if (listed == listed_flags_.end()) {
+          it->second.flags = u.flags;
+        } else {
+          std::set<std::string> now(it->second.flags.begin(), it->second.flags.end());
+          for (const auto& f : listed->second) {
+            if (std::find(u.flags.begin(), u.flags.end(), f) == u.flags.end()) now.erase(f);
+          }
+          for (const auto& f : u.flags) {
+            if (std::find(listed->second.begin(), listed->second.end(), f) ==
+                listed->second.end()) {
+              now.insert(f);
+            }
+          }
+          it->second.flags = canonical(FlagSet(now.begin(), now.end()));
+        }
+        it->second.modseq = ++box->highestmodseq;
+        continue;
+      }
       if (it->second.modseq > u.unchanged_since) {
         modified.insert(u.uid);
         continue;
@@ -487,8 +551,8 @@ asio::awaitable<Result<std::unique_ptr<MailStore>>> MemoryConnector::open(Side s
                                                                           const MailStore*) {
   if (faults_.killed) co_return Error(Errc::eof, "connection refused: the process was killed");
   ++opened_;
-  co_return std::unique_ptr<MailStore>(
-      std::make_unique<MemoryStore>(side, *servers_[side], faults_, delimiters_[side]));
+  co_return std::unique_ptr<MailStore>(std::make_unique<MemoryStore>(
+      side, *servers_[side], faults_, delimiters_[side], tiers_[side]));
 }
 
 }  // namespace twinbox::sync

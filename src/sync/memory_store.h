@@ -99,10 +99,12 @@ class MemoryServer {
 // One connection to a MemoryServer.
 class MemoryStore : public MailStore {
  public:
-  MemoryStore(Side side, MemoryServer& server, Faults& faults, char delimiter = '/')
-      : side_(side), server_(server), faults_(faults), delimiter_(delimiter) {}
+  MemoryStore(Side side, MemoryServer& server, Faults& faults, char delimiter = '/',
+              Tier tier = Tier::qresync)
+      : side_(side), server_(server), faults_(faults), delimiter_(delimiter), tier_(tier) {}
 
   Side side() const override { return side_; }
+  Tier tier() const override { return tier_; }
   asio::awaitable<Result<std::optional<char>>> delimiter() override;
   asio::awaitable<Result<std::vector<ListedMailbox>>> list(
       const std::vector<std::string>& patterns,
@@ -115,6 +117,7 @@ class MemoryStore : public MailStore {
   asio::awaitable<Result<SideObservation>> observe(const std::string& name,
                                                    const store::SideState& recorded) override;
   asio::awaitable<Result<FullObservation>> observe_all(const std::string& name) override;
+  asio::awaitable<Result<UidSet>> uids() override;
   std::uint32_t uidnext() const override;
 
   asio::awaitable<Result<std::vector<FetchedMessage>>> fetch_bodies(
@@ -150,12 +153,17 @@ class MemoryStore : public MailStore {
  private:
   Error lost(const char* call) const;
   MemoryMailbox* selected();
+  // What this tier lets a client see of a message.
+  MessageSummary summary_of(Uid uid, const MemoryMessage& m) const;
 
   Side side_;
   MemoryServer& server_;
   Faults& faults_;
   char delimiter_;
+  Tier tier_;
   std::string selected_;
+  // Tier::plain: the flags observe() listed, from which set_flags() computes its deltas.
+  std::map<Uid, FlagSet> listed_flags_;
   bool dropped_ = false;
   bool closed_ = false;
   ModSeq last_reported_modseq_ = 0;
@@ -165,8 +173,11 @@ class MemoryStore : public MailStore {
 class MemoryConnector : public StoreConnector {
  public:
   MemoryConnector(PerSide<MemoryServer*> servers, Faults& faults,
-                  PerSide<char> delimiters = {{'/', '/'}})
-      : servers_(servers), faults_(faults), delimiters_(delimiters) {}
+                  PerSide<char> delimiters = {{'/', '/'}},
+                  PerSide<Tier> tiers = {{Tier::qresync, Tier::qresync}})
+      : servers_(servers), faults_(faults), delimiters_(delimiters), tiers_(tiers) {}
+  // The tiers of the connections opened from now on (a server can lose an extension).
+  void set_tiers(PerSide<Tier> tiers) { tiers_ = tiers; }
   asio::awaitable<Result<std::unique_ptr<MailStore>>> open(Side side,
                                                            const MailStore* sibling) override;
   std::size_t opened() const { return opened_; }
@@ -175,6 +186,7 @@ class MemoryConnector : public StoreConnector {
   PerSide<MemoryServer*> servers_;
   Faults& faults_;
   PerSide<char> delimiters_;
+  PerSide<Tier> tiers_;
   std::size_t opened_ = 0;
 };
 

@@ -19,6 +19,7 @@ namespace twinbox::sync::testing {
 struct MemoryWorld {
   MemoryServer local{1000}, remote{5000};
   PerSide<char> delimiters{{'/', '/'}};
+  PerSide<Tier> tiers{{Tier::qresync, Tier::qresync}};
   Faults faults;
   config::Config config;
   std::unique_ptr<store::StateDb> db;
@@ -42,7 +43,7 @@ struct MemoryWorld {
     faults.killed = false;
     faults.steps = 0;
     asio::io_context io;
-    MemoryConnector connector({&local, &remote}, faults, delimiters);
+    MemoryConnector connector({&local, &remote}, faults, delimiters, tiers);
     Engine engine(config, std::move(options), *db, connector);
     std::optional<Result<RunSummary>> out;
     bool threw = false;

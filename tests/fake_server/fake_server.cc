@@ -455,6 +455,7 @@ class Connection {
         continue;
       }
       if (errno == EPIPE || errno == ECONNRESET) {
+        peer_eof_ = true;  // the client's close arrived before the rest of our answer
         error_ = "client closed the connection while the server was writing";
         return Io::error;
       }

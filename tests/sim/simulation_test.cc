@@ -6,8 +6,10 @@
 // on both sides (deliveries, flag edits, expunges, a new mailbox, now and then a UIDVALIDITY
 // reset or a lying server), each followed by a run that is killed, or loses a connection, at a
 // random step, before or after that step's effect (a lost acknowledgement); another client may
-// also change things between two steps of a run. Then the faults stop and runs repeat until one
-// has nothing to do. The invariants, at that quiescence:
+// also change things between two steps of a run. Each side detects changes with a tier chosen
+// per schedule (QRESYNC, CONDSTORE or plain IMAP, mail_store.h), which now and then changes
+// between runs (a server that lost an extension, or a changed setting). Then the faults stop
+// and runs repeat until one has nothing to do. The invariants, at that quiescence:
 //   - both sides hold the same messages in every mailbox, each exactly once (no duplicate);
 //   - every message the user did not expunge is there (nothing lost);
 //   - no message the user expunged is back (no resurrected deletion), except where a documented
@@ -108,7 +110,15 @@ class Schedule {
     return std::make_pair(it->first, number_of(it->second.body));
   }
 
+  Tier any_tier() {
+    static constexpr Tier kTiers[] = {Tier::qresync, Tier::condstore, Tier::plain};
+    return kTiers[pick(3)];
+  }
+
   void setup() {
+    for (Side side : kSides) world_.tiers[side] = any_tier();
+    trace("tiers: local {}, remote {}", tier_name(world_.tiers[Side::local]),
+          tier_name(world_.tiers[Side::remote]));
     mailboxes_ = {"INBOX", "Work", std::string("Work\0Old", 8)};
     for (const auto& name : mailboxes_) {
       for (Side side : kSides) {
@@ -179,6 +189,11 @@ class Schedule {
         trace("user: UIDVALIDITY reset of {}({})", side_name(side), shown(mailbox));
         reset_rounds_[mailbox].insert(round_);
       }
+    }
+    if (chance(10)) {
+      const Side side = any_side();
+      world_.tiers[side] = any_tier();
+      trace("{} now detects changes with {}", side_name(side), tier_name(world_.tiers[side]));
     }
     world_.faults.lies = {};
     if (chance(15)) {

@@ -47,6 +47,29 @@ inline std::string flags_of(const Snapshot& s, std::string_view mailbox, std::st
   return found.front()->flags_text();
 }
 
+// What a first sync of two servers with no message in common leaves on both: every mailbox,
+// message (with its flags and INTERNALDATE) and subscription of either.
+inline Snapshot merged(const Snapshot& a, const Snapshot& b) {
+  Snapshot out = a;
+  for (const auto& [name, box] : b.mailboxes) {
+    auto& messages = out.mailboxes[name].messages;
+    messages.insert(messages.end(), box.messages.begin(), box.messages.end());
+  }
+  out.subscriptions.insert(b.subscriptions.begin(), b.subscriptions.end());
+  return out;
+}
+
+// Both sides hold exactly `expected`'s content.
+inline testing::AssertionResult both_hold(const SyncPair& pair, const Snapshot& expected) {
+  PerSide<Snapshot> s = pair.snapshots();
+  for (Side side : kSides) {
+    if (auto result = same_content(expected, s[side], "expected", side_name(side)); !result) {
+      return result;
+    }
+  }
+  return testing::AssertionSuccess();
+}
+
 // A SyncPair shared by the tests of a suite when the binary runs them in one process. ctest runs
 // every test in its own process, so there each test starts its own pair. A test that fails drops
 // the pair, and the next test starts from a fresh one instead of inheriting a broken state.

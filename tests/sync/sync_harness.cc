@@ -50,6 +50,12 @@ bool keep_lab() {
   return keep != nullptr && std::string_view(keep) == "1";
 }
 
+void write_text_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::trunc);
+  out << text;
+  if (!out) throw std::runtime_error("cannot write " + path);
+}
+
 std::string trim(std::string_view s) {
   while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
   while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
@@ -1237,6 +1243,31 @@ void SyncPair::shutdown() noexcept {
   dir_.clear();
 }
 
+std::string SyncPair::spy_report(Side side) const {
+  std::ifstream in(fmt::format("{}/{}-spy.log", dir_, side_name(side)));
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::vector<std::string> SyncPair::spy_violations(Side side) const {
+  std::vector<std::string> out;
+  std::istringstream in(spy_report(side));
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("VIOLATION ", 0) == 0) out.push_back(line);
+  }
+  return out;
+}
+
+std::size_t SyncPair::spy_commands_with(Side side, std::string_view text) const {
+  std::size_t count = 0;
+  std::istringstream in(spy_report(side));
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("COMMAND ", 0) == 0 && line.find(text) != std::string::npos) ++count;
+  }
+  return count;
+}
+
 std::string SyncPair::twinbox_binary() {
   const char* env = std::getenv("TWINBOX_BINARY");
   std::string path = env != nullptr && *env != '\0' ? env : TWINBOX_BINARY_DEFAULT;
@@ -1257,7 +1288,13 @@ void SyncPair::write_config() {
     const SideOptions& o = options_.sides[side];
     const dovecot::DovecotLab& l = lab(side);
     text += fmt::format("\n[{}]\n", side_name(side));
-    if (o.tunnel) {
+    if (o.tunnel && o.spy) {
+      const std::string script = fmt::format("{}/{}-tunnel.sh", dir_, side_name(side));
+      write_text_file(script, "exec " + l.tunnel_command_line() + "\n");
+      text += fmt::format(
+          "type = tunnel\ncommand = {} {}/{}-spy.log -- /bin/sh {}\nnull-stderr = YES\n",
+          TWINBOX_SPY_BINARY, dir_, side_name(side), script);
+    } else if (o.tunnel) {
       text +=
           fmt::format("type = tunnel\ncommand = {}\nnull-stderr = YES\n", l.tunnel_command_line());
     } else {

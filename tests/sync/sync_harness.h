@@ -218,6 +218,9 @@ struct SideOptions {
   dovecot::Options lab;             // separator, capability, max_line, tls, mail format, ...
   std::vector<std::string> config;  // extra lines for this side's config section
   bool tunnel = false;              // type = tunnel (else imap/imaps over TCP)
+  // With tunnel: the tunnel runs through tests/spy/imap_spy, which writes every command, and
+  // every use of an extension the server did not advertise, to spy_report(side).
+  bool spy = false;
 };
 
 // Defaults: local tunnel, separator '.'; remote TCP (type = imap, STARTTLS = NO), separator
@@ -267,6 +270,14 @@ class SyncPair {
   std::string config_path() const { return dir_ + "/config"; }
   std::string database_path() const { return dir_ + "/state.db"; }
   static std::string twinbox_binary();  // throws if it is not executable
+
+  // The spy's report for `side` (SideOptions::spy): "CAPABILITY ...", "COMMAND ..." and
+  // "VIOLATION ..." lines, one per event, of every run so far.
+  std::string spy_report(Side side) const;
+  // Its VIOLATION lines only.
+  std::vector<std::string> spy_violations(Side side) const;
+  // The spy report's COMMAND lines that contain `text` (case-sensitive).
+  std::size_t spy_commands_with(Side side, std::string_view text) const;
 
   // (Re)writes the config file from options() and the servers' facts (mode 0600).
   void write_config();

@@ -359,29 +359,6 @@ TEST(SyncLimits, UidSetsLongerThanTheLineLimit) {
 // =============================================================================================
 // Server variants
 
-// What a first sync of two servers with no message in common leaves on both: every mailbox,
-// message (with its flags and INTERNALDATE) and subscription of either.
-Snapshot merged(const Snapshot& a, const Snapshot& b) {
-  Snapshot out = a;
-  for (const auto& [name, box] : b.mailboxes) {
-    auto& messages = out.mailboxes[name].messages;
-    messages.insert(messages.end(), box.messages.begin(), box.messages.end());
-  }
-  out.subscriptions.insert(b.subscriptions.begin(), b.subscriptions.end());
-  return out;
-}
-
-// Both sides hold exactly `expected`'s content.
-testing::AssertionResult both_hold(const SyncPair& pair, const Snapshot& expected) {
-  PerSide<Snapshot> s = pair.snapshots();
-  for (Side side : kSides) {
-    if (auto result = same_content(expected, s[side], "expected", side_name(side)); !result) {
-      return result;
-    }
-  }
-  return testing::AssertionSuccess();
-}
-
 // Servers with only the capabilities twinbox requires (no LITERAL+, MULTIAPPEND, SASL-IR,
 // COMPRESS, NOTIFY, ...) still sync both ways: the first run merges both servers' mail, the
 // second brings remote's new mail to local and local's new flags to remote.
