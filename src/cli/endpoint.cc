@@ -33,6 +33,7 @@ Result<net::Endpoint> make_endpoint(const config::EndpointConfig& side, bool deb
   e.port = side.port;
   e.command = side.command;
   e.starttls = side.starttls;
+  if (side.max_command_line) e.max_line = *side.max_command_line;
   e.compress = side.compress && (side.lines.count("compress") > 0 || !on_this_machine(side));
   e.null_stderr = side.null_stderr && !debug;
   e.auth = side.auth;

@@ -24,6 +24,13 @@ net::Endpoint endpoint_for(const std::string& remote_lines) {
   return *endpoint;
 }
 
+// Microsoft 365 answers "BAD Command Error. 10" to long command lines: the limit UID sets are
+// split to is the config's, else the client's default.
+TEST(EndpointCommandLine, MaxCommandLineFromTheConfig) {
+  EXPECT_EQ(endpoint_for("host = imap.example.org\n").max_line, imap::kDefaultMaxLine);
+  EXPECT_EQ(endpoint_for("host = imap.example.org\nmax-command-line = 2000\n").max_line, 2000u);
+}
+
 TEST(EndpointCompress, RemoteOverTheNetworkIsCompressedByDefault) {
   EXPECT_TRUE(endpoint_for("host = imap.example.org\n").compress);
 }

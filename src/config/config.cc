@@ -172,6 +172,21 @@ std::optional<Problem> check_change_detection(std::string_view v) {
   return Problem{"expected auto, qresync, condstore or plain"};
 }
 
+// Octets per command line: Microsoft 365 answers "BAD Command Error. 10" to long ones.
+constexpr std::size_t kMinCommandLine = 1000, kMaxCommandLine = 1 << 20;
+
+std::optional<Problem> check_command_line(std::string_view v) {
+  std::size_t n = 0;
+  const bool digits = !v.empty() && v.size() <= 8 &&
+                      std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; });
+  if (digits) n = std::stoul(std::string(v));
+  if (!digits || n < kMinCommandLine || n > kMaxCommandLine) {
+    return Problem{
+        fmt::format("expected a number of octets from {} to {}", kMinCommandLine, kMaxCommandLine)};
+  }
+  return std::nullopt;
+}
+
 std::optional<Problem> check_host(std::string_view v) {
   if (auto p = check_text(v)) return p;
   if (v.size() >= 2 && v.front() == '[' && v.back() == ']' && !host_ip_literal(v)) {
@@ -310,6 +325,7 @@ constexpr KeySpec kKeys[] = {
     // twinbox extension. The command may embed a secret (`echo hunter2`): never echoed either.
     {"password-command", check_text, false, true},
     {"change-detection", check_change_detection, false, false},
+    {"max-command-line", check_command_line, false, false},
 };
 
 const KeySpec* find_key(std::string_view key) {
@@ -494,6 +510,8 @@ Result<EndpointConfig> build_endpoint(const std::string& file, std::string_view 
       ep.list_reference = v;
     } else if (key == "change-detection") {
       ep.change_detection = v;
+    } else if (key == "max-command-line") {
+      ep.max_command_line = std::stoul(v);
     }
     // Default-section-only keys inherited here are not per-side settings.
   }
@@ -931,6 +949,7 @@ std::string to_string(const EndpointConfig& e) {
   line("compress", yes_no(e.compress));
   if (!e.list_reference.empty()) line("list-reference", e.list_reference);
   if (e.change_detection != "auto") line("change-detection", e.change_detection);
+  if (e.max_command_line) line("max-command-line", std::to_string(*e.max_command_line));
   if (e.type != EndpointType::tunnel) {
     line("SSL_verify", yes_no(e.ssl_verify));
     if (!e.ssl_fingerprints.empty()) line("SSL_fingerprint", join(e.ssl_fingerprints));

@@ -73,6 +73,9 @@ struct EndpointConfig {
   // twinbox's `change-detection`: the best tier of change detection to use on this side
   // ("qresync", "condstore" or "plain"); "auto" (the default): the best the server offers.
   std::string change_detection = "auto";
+  // twinbox's `max-command-line`: octets per command line (UID sets are split to fit); unset:
+  // the client's default (imap::kDefaultMaxLine).
+  std::optional<std::size_t> max_command_line;
 
   // Line of the file where `key` got its value (in this section or inherited from the default
   // section); 0 for a default value.

@@ -174,6 +174,8 @@ TEST(ConfigTest, ChangeDetectionPerSideWithAutoByDefault) {
   EXPECT_EQ(c.local.change_detection, "plain");
   EXPECT_EQ(c.remote.change_detection, "condstore");
   EXPECT_EQ(parse_ok("[local]\n[remote]\n").remote.change_detection, "auto");
+  EXPECT_EQ(parse_ok("[local]\n[remote]\nmax-command-line = 4000\n").remote.max_command_line,
+            4000u);
   EXPECT_NE(to_string(c.remote).find("change-detection = condstore\n"), std::string::npos);
 }
 
@@ -352,6 +354,11 @@ INSTANTIATE_TEST_SUITE_P(
                   "qresync, condstore or plain\n"
                   "change-detection = fast\n"
                   "                   ^~~~"},
+        ErrorCase{"max-command-line is bounded", remote_with("max-command-line = 80\n"),
+                  "config:5: invalid value for 'max-command-line' in [remote]: expected a number "
+                  "of octets from 1000 to 1048576\n"
+                  "max-command-line = 80\n"
+                  "                   ^~"},
         ErrorCase{"type is case-sensitive", remote_with("type = IMAPS\n"),
                   "config:5: invalid value for 'type' in [remote]: expected imap, imaps or tunnel\n"
                   "type = IMAPS\n"

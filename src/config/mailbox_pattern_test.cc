@@ -17,6 +17,20 @@ TEST(MailboxPattern, MatchesInternalNamesWithTheDelimiterAsNul) {
   EXPECT_FALSE(pattern->matches("INBOX"));
 }
 
+// The ignore-mailbox the README recommends for Gmail: its virtual "All Mail", "Important" and
+// "Starred" views hold copies of messages that are in other mailboxes (labels).
+TEST(MailboxPattern, TheDocumentedGmailPattern) {
+  auto pattern =
+      MailboxPattern::compile("^\\[(?:Gmail|Google Mail)\\]\\x00(?:All Mail|Important|Starred)$");
+  ASSERT_TRUE(pattern) << pattern.error().to_string();
+  using namespace std::string_literals;
+  EXPECT_TRUE(pattern->matches("[Gmail]\0All Mail"s));
+  EXPECT_TRUE(pattern->matches("[Google Mail]\0Starred"s));
+  EXPECT_FALSE(pattern->matches("[Gmail]\0Sent Mail"s));
+  EXPECT_FALSE(pattern->matches("[Gmail]"));
+  EXPECT_FALSE(pattern->matches("INBOX"));
+}
+
 TEST(MailboxPattern, UtfModeMatchesNonAsciiNames) {
   auto pattern = MailboxPattern::compile("^Entw.rfe$");
   ASSERT_TRUE(pattern);

@@ -1,0 +1,256 @@
+// ImapStore against a scripted server, byte for byte: what each tier and each fallback sends, and
+// the provider quirks that choose them (iCloud's ENABLE without ENABLED; servers without
+// UIDPLUS, LIST-EXTENDED or CONDSTORE, like Microsoft 365 and Courier).
+#include "sync/imap_store.h"
+
+#include <gtest/gtest.h>
+
+#include "fake_server/fake_server.h"
+#include "net/run_coroutine.h"
+
+namespace twinbox::sync {
+namespace {
+
+using fake_server::FakeServer;
+using fake_server::Script;
+using namespace std::chrono_literals;
+
+// A connection logged in with `caps`, then the rest of `script`.
+Script logged_in(const std::string& caps) {
+  Script script;
+  script.send("* OK [CAPABILITY " + caps + "] hi\r\n")
+      .expect_tagged("LOGIN")
+      .send("{tag} OK [CAPABILITY " + caps + "] in\r\n");
+  return script;
+}
+
+std::unique_ptr<MailStore> open_store(const FakeServer& server, Tier limit = Tier::qresync) {
+  net::Endpoint e;
+  e.type = net::EndpointType::imap;
+  e.host = "127.0.0.1";
+  e.port = std::to_string(server.port());
+  e.starttls = false;
+  e.username = "joe";
+  e.password = "pw";
+  e.io_timeout = 3s;
+  ImapConnector connector({e, e}, {"", ""}, {limit, limit});
+  auto store = net::run_coroutine(connector.open(Side::remote, nullptr));
+  EXPECT_TRUE(store.ok()) << store.error().to_string();
+  return store ? std::move(*store) : nullptr;
+}
+
+store::SideState recorded(std::uint32_t uidvalidity, std::uint32_t uidnext, ModSeq modseq) {
+  store::SideState s;
+  s.uidvalidity = uidvalidity;
+  s.uidnext = uidnext;
+  s.highestmodseq = modseq;
+  return s;
+}
+
+const char* const kSelected =
+    "* 3 EXISTS\r\n* OK [UIDVALIDITY 7] x\r\n* OK [UIDNEXT 6] x\r\n"
+    "* OK [HIGHESTMODSEQ 12] x\r\n{tag} OK [READ-WRITE] selected\r\n";
+
+// iCloud advertises QRESYNC but answers ENABLE without "* ENABLED" (MailKit#1871): QRESYNC may
+// not be used (RFC 7162 §3.2.3). CONDSTORE needs no ENABLE: the SELECT asks for it, flag changes
+// come from CHANGEDSINCE without VANISHED, and expunges are left to the engine's count check.
+TEST(ImapStoreTiers, EnableWithoutEnabledFallsBackToCondstore) {
+  Script script = logged_in("IMAP4rev1 ENABLE QRESYNC CONDSTORE UIDPLUS");
+  script.expect_tagged_line("ENABLE QRESYNC")
+      .send("{tag} OK done\r\n")
+      .expect_tagged_line("SELECT INBOX (CONDSTORE)")
+      .send(kSelected)
+      .expect_tagged_line("UID FETCH 1:4294967295 (UID FLAGS MODSEQ) (CHANGEDSINCE 10)", "a")
+      .expect_tagged_line("UID FETCH 5:4294967295 (UID FLAGS INTERNALDATE RFC822.SIZE)", "b")
+      .send("* 1 FETCH (UID 2 FLAGS (\\Seen) MODSEQ (11))\r\n{tag:a} OK done\r\n"
+            "* 3 FETCH (UID 5 FLAGS () INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" "
+            "RFC822.SIZE 42)\r\n{tag:b} OK done\r\n");
+  FakeServer server(std::move(script));
+  auto store = open_store(server);
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->tier(), Tier::condstore);
+  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 5, 10)));
+  ASSERT_TRUE(seen.ok()) << seen.error().to_string();
+  EXPECT_FALSE(seen->expunges_reported);
+  EXPECT_TRUE(seen->vanished_set.empty());
+  EXPECT_EQ(seen->changes.flags.at(2), FlagSet{"\\Seen"});
+  EXPECT_EQ(seen->changes.modseq.at(2), 11u);
+  ASSERT_EQ(seen->changes.added.size(), 1u);
+  EXPECT_EQ(seen->changes.added[0].uid, 5u);
+  EXPECT_EQ(seen->highestmodseq, 12u);
+  store->close();
+  server.wait();
+  EXPECT_TRUE(server.result().completed) << server.describe();
+}
+
+// Plain IMAP: every message's flags below the recorded UIDNEXT, pipelined with the new ones; a
+// UID missing from the listing was expunged; no MODSEQ anywhere. A flag change is sent as the
+// difference from what was listed (+FLAGS / -FLAGS), never as a replacement.
+TEST(ImapStoreTiers, PlainListsEveryFlagAndStoresDifferences) {
+  Script script = logged_in("IMAP4rev1 UIDPLUS");
+  script.expect_tagged_line("SELECT INBOX")
+      .send("* 3 EXISTS\r\n* OK [UIDVALIDITY 7] x\r\n* OK [UIDNEXT 6] x\r\n{tag} OK selected\r\n")
+      .expect_tagged_line("UID FETCH 1:4 (UID FLAGS)", "a")
+      .expect_tagged_line("UID FETCH 5:4294967295 (UID FLAGS INTERNALDATE RFC822.SIZE)", "b")
+      .send("* 1 FETCH (UID 1 FLAGS (\\Seen $Work))\r\n* 2 FETCH (UID 3 FLAGS ())\r\n"
+            "{tag:a} OK done\r\n"
+            "* 3 FETCH (UID 5 FLAGS () INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" "
+            "RFC822.SIZE 42)\r\n{tag:b} OK done\r\n")
+      .expect_tagged_line("UID STORE 1 +FLAGS.SILENT (\\Flagged)", "c")
+      .expect_tagged_line("UID STORE 1 -FLAGS.SILENT ($Work)", "d")
+      .send("{tag:c} OK done\r\n{tag:d} OK done\r\n");
+  FakeServer server(std::move(script));
+  auto store = open_store(server);
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->tier(), Tier::plain);
+  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 5, 0)));
+  ASSERT_TRUE(seen.ok()) << seen.error().to_string();
+  EXPECT_TRUE(seen->expunges_reported);
+  UidSet gone;
+  gone.add(2);
+  gone.add(4);
+  EXPECT_EQ(seen->vanished_set, gone);
+  EXPECT_EQ(seen->changes.flags.size(), 2u);
+  EXPECT_TRUE(seen->changes.modseq.empty());
+  EXPECT_EQ(seen->highestmodseq, 0u);
+  const std::vector<FlagUpdate> updates = {{1, {"\\Flagged", "\\Seen"}, 0}};
+  auto modified = net::run_coroutine(store->set_flags(updates));
+  ASSERT_TRUE(modified.ok()) << modified.error().to_string();
+  EXPECT_TRUE(modified->empty());
+  store->close();
+  server.wait();
+  EXPECT_TRUE(server.result().completed) << server.describe();
+}
+
+// The config's change-detection caps the tier: a QRESYNC server read as plain sends no ENABLE.
+TEST(ImapStoreTiers, ChangeDetectionCapsTheTier) {
+  Script script = logged_in("IMAP4rev1 ENABLE QRESYNC CONDSTORE UIDPLUS");
+  script.expect_tagged_line("LOGOUT").send("* BYE\r\n{tag} OK bye\r\n");
+  FakeServer server(std::move(script));
+  auto store = open_store(server, Tier::plain);
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->tier(), Tier::plain);
+  net::run_coroutine(store->logout());
+  server.wait();
+  EXPECT_TRUE(server.result().completed) << server.describe();
+}
+
+// Without UIDPLUS (Courier, many small servers) there is no APPENDUID: the highest UID is noted
+// in the same flight as the APPEND, and the new messages above it are read back and matched by
+// size. When another delivery makes that ambiguous, it fails (the pending intent lets the next
+// run pair the copies by content) instead of guessing.
+TEST(ImapStoreFallbacks, AppendWithoutUidplusReadsTheUidsBack) {
+  Script script = logged_in("IMAP4rev1");
+  script.expect_tagged_line("SELECT INBOX")
+      .send("* 1 EXISTS\r\n* OK [UIDVALIDITY 7] x\r\n* OK [UIDNEXT 5] x\r\n{tag} OK selected\r\n")
+      .expect_tagged_line("UID FETCH 1:4 (UID FLAGS)")
+      .send("* 1 FETCH (UID 4 FLAGS ())\r\n{tag} OK done\r\n")
+      .expect_tagged_line("UID FETCH * (UID)", "high")
+      .expect_tagged("APPEND", "one")
+      .send("+ go\r\n")
+      .expect("hello\r\n")
+      .send("* 1 FETCH (UID 4)\r\n{tag:high} OK done\r\n* 2 EXISTS\r\n{tag:one} OK appended\r\n")
+      .expect_tagged_line("UID FETCH 5:4294967295 (UID RFC822.SIZE)")
+      .send("* 2 FETCH (UID 9 RFC822.SIZE 5)\r\n{tag} OK done\r\n")
+      .expect_tagged_line("UID FETCH * (UID)", "high")
+      .expect_tagged("APPEND", "one")
+      .send("+ go\r\n")
+      .expect("hello\r\n")
+      .send("* 2 FETCH (UID 9)\r\n{tag:high} OK done\r\n* 4 EXISTS\r\n{tag:one} OK appended\r\n")
+      .expect_tagged_line("UID FETCH 10:4294967295 (UID RFC822.SIZE)")
+      .send("* 3 FETCH (UID 10 RFC822.SIZE 5)\r\n* 4 FETCH (UID 11 RFC822.SIZE 5)\r\n"
+            "{tag} OK done\r\n");
+  FakeServer server(std::move(script));
+  auto store = open_store(server);
+  ASSERT_TRUE(store);
+  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 5, 0)));
+  ASSERT_TRUE(seen.ok()) << seen.error().to_string();
+  const auto one = [] {
+    std::vector<OutgoingMessage> m(1);
+    m[0].content = "hello";
+    return m;
+  };
+  auto appended = net::run_coroutine(store->append("INBOX", one()));
+  ASSERT_TRUE(appended.ok()) << appended.error().to_string();
+  EXPECT_EQ(appended->uids, std::vector<Uid>{9});
+  EXPECT_EQ(appended->uidvalidity, 7u);
+  // Someone else delivered a message of the same size meanwhile: which one is ours is unknown.
+  auto ambiguous = net::run_coroutine(store->append("INBOX", one()));
+  ASSERT_FALSE(ambiguous.ok());
+  EXPECT_NE(ambiguous.error().message.find("2 new message(s)"), std::string::npos)
+      << ambiguous.error().message;
+  store->close();
+  server.wait();
+  EXPECT_TRUE(server.result().completed) << server.describe();
+}
+
+// Without UIDPLUS there is no UID EXPUNGE, and EXPUNGE removes every \Deleted message: it is
+// sent only when no one else's message is marked; otherwise our marks are taken back.
+TEST(ImapStoreFallbacks, ExpungeWithoutUidplusNeverTakesOtherMessages) {
+  Script script = logged_in("IMAP4rev1");
+  script.expect_tagged_line("SELECT INBOX")
+      .send("* 3 EXISTS\r\n* OK [UIDVALIDITY 7] x\r\n* OK [UIDNEXT 4] x\r\n{tag} OK selected\r\n")
+      .expect_tagged_line("UID FETCH 1:3 (UID FLAGS)")
+      .send("* 1 FETCH (UID 1 FLAGS ())\r\n* 2 FETCH (UID 2 FLAGS ())\r\n"
+            "* 3 FETCH (UID 3 FLAGS (\\Deleted))\r\n{tag} OK done\r\n")
+      .expect_tagged_line("UID STORE 1 +FLAGS.SILENT (\\Deleted)", "s")
+      .expect_tagged_line("UID SEARCH DELETED", "q")
+      .send("{tag:s} OK done\r\n* SEARCH 1 3\r\n{tag:q} OK done\r\n")
+      .expect_tagged_line("UID STORE 1 -FLAGS.SILENT (\\Deleted)")
+      .send("{tag} OK done\r\n")
+      .expect_tagged_line("UID STORE 2 +FLAGS.SILENT (\\Deleted)", "s")
+      .expect_tagged_line("UID SEARCH DELETED", "q")
+      .send("{tag:s} OK done\r\n* SEARCH 2\r\n{tag:q} OK done\r\n")
+      .expect_tagged_line("EXPUNGE")
+      .send("* 2 EXPUNGE\r\n{tag} OK done\r\n");
+  FakeServer server(std::move(script));
+  auto store = open_store(server);
+  ASSERT_TRUE(store);
+  ASSERT_TRUE(net::run_coroutine(store->observe("INBOX", recorded(7, 4, 0))).ok());
+  Status refused = net::run_coroutine(store->expunge({1}));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message.find("marked \\Deleted"), std::string::npos)
+      << refused.error().message;
+  Status done = net::run_coroutine(store->expunge({2}));
+  EXPECT_TRUE(done.ok()) << done.error().to_string();
+  store->close();
+  server.wait();
+  EXPECT_TRUE(server.result().completed) << server.describe();
+}
+
+// Without LIST-EXTENDED: LIST and LSUB per pattern, pipelined, subscriptions from LSUB; without
+// LIST-STATUS on a CONDSTORE server: one STATUS per mailbox, pipelined, with MESSAGES (a
+// CONDSTORE server need not raise HIGHESTMODSEQ on an expunge).
+TEST(ImapStoreFallbacks, ListWithoutListExtendedUsesLsubAndStatus) {
+  Script script = logged_in("IMAP4rev1 CONDSTORE");
+  script.expect_tagged_line("LIST \"\" *", "l")
+      .expect_tagged_line("LSUB \"\" *", "s")
+      .send("* LIST () \"/\" INBOX\r\n* LIST () \"/\" Work\r\n* LIST (\\Noselect) \"/\" Old\r\n"
+            "{tag:l} OK done\r\n* LSUB () \"/\" Work\r\n{tag:s} OK done\r\n")
+      .expect_tagged_line("STATUS INBOX (MESSAGES UIDVALIDITY UIDNEXT HIGHESTMODSEQ)", "a")
+      .expect_tagged_line("STATUS Work (MESSAGES UIDVALIDITY UIDNEXT HIGHESTMODSEQ)", "b")
+      .send("* STATUS INBOX (MESSAGES 2 UIDVALIDITY 7 UIDNEXT 3 HIGHESTMODSEQ 9) \r\n"
+            "{tag:a} OK done\r\n"
+            "* STATUS Work (MESSAGES 0 UIDVALIDITY 8 UIDNEXT 1 HIGHESTMODSEQ 1)\r\n"
+            "{tag:b} OK done\r\n");
+  FakeServer server(std::move(script));
+  auto store = open_store(server);
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->tier(), Tier::condstore);
+  const std::vector<std::string> everything = {"*"}, none = {};
+  auto listed = net::run_coroutine(store->list(everything, none));
+  ASSERT_TRUE(listed.ok()) << listed.error().to_string();
+  ASSERT_EQ(listed->size(), 3u);
+  EXPECT_FALSE((*listed)[0].subscribed);
+  EXPECT_EQ((*listed)[0].messages, 2u);
+  EXPECT_EQ((*listed)[0].highestmodseq, 9u);
+  EXPECT_TRUE((*listed)[1].subscribed);
+  EXPECT_EQ((*listed)[1].uidvalidity, 8u);
+  EXPECT_FALSE((*listed)[2].selectable);
+  store->close();
+  server.wait();
+  EXPECT_TRUE(server.result().completed) << server.describe();
+}
+
+}  // namespace
+}  // namespace twinbox::sync
