@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark: twinbox against InterIMAP on the same corpus and servers.
+"""Side-by-side benchmark: twinbox against InterIMAP (and mbsync) on the same corpus and servers.
 
 Everything runs on this machine: two throwaway Dovecot servers per run (tests/dovecot/lab), a
 seeded corpus written once as a Maildir template and copied for every run, so that both tools
@@ -17,7 +17,12 @@ what a client could still win.
 
 Measured per run: wall time, CPU time (user + system of the tool's process, from wait4), peak
 RSS, and bytes each way on the remote connection (counted by the proxy both tools go through).
-Printed as a table with the ratios twinbox / InterIMAP, and written to OUT/results.json,
+With --tools mbsync,twinbox-condstore,twinbox-plain: mbsync (isync), and twinbox against a
+remote that shows only Gmail's capabilities (CONDSTORE, no QRESYNC) or Microsoft 365's (plain
+IMAP), both with COMPRESS=DEFLATE, which mbsync 1.4 uses as twinbox does with compress = YES.
+
+Printed as a table with the ratios twinbox / InterIMAP (twinbox's tiers: / mbsync, including
+bytes), and written to OUT/results.json,
 OUT/results.md and, with gnuplot, OUT/wall.png (wall time against corpus size).
 
 Only the Python standard library; see bench/README.md.
@@ -62,14 +67,16 @@ def log(*args):
 
 
 class Lab:
-    def __init__(self, path, separator="/"):
+    def __init__(self, path, separator="/", capability=""):
         self.path = path
         self.separator = separator
+        self.capability = capability
         self.facts = {}
 
     def start(self):
+        extra = ["--capability", self.capability] if self.capability else []
         out = subprocess.run([LAB, "start", self.path, "--separator", self.separator,
-                              "--set", "mail_fsync=never"],
+                              "--set", "mail_fsync=never", *extra],
                              check=True, capture_output=True, text=True).stdout
         self.facts = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
         return self
@@ -392,6 +399,42 @@ def run_measured(argv, log_path, proxy, work):
         proc.returncode
 
 
+# The change-detection tiers: the remote Dovecot shows Gmail's capability set (CONDSTORE without
+# QRESYNC) or Microsoft 365's (plain IMAP). Dovecot still has the extensions; the spy tests in
+# tests/sync check that twinbox does not use them. COMPRESS=DEFLATE stays offered (Gmail has it)
+# because mbsync, which they are compared with, uses it.
+TIER_CAPABILITIES = {
+    "twinbox-condstore": "IMAP4rev1 UNSELECT IDLE NAMESPACE ID CHILDREN UIDPLUS ENABLE MOVE "
+                         "CONDSTORE ESEARCH LIST-EXTENDED LIST-STATUS SPECIAL-USE "
+                         "COMPRESS=DEFLATE",
+    "twinbox-plain": "IMAP4rev1 SASL-IR UIDPLUS ID UNSELECT CHILDREN IDLE NAMESPACE LITERAL+ "
+                     "COMPRESS=DEFLATE",
+}
+# What each tool's ratios are against: InterIMAP for twinbox (QRESYNC, its ground); mbsync for
+# the tiers without QRESYNC, where InterIMAP cannot run at all.
+REFERENCE = {"twinbox": "interimap", "twinbox-condstore": "mbsync", "twinbox-plain": "mbsync"}
+
+
+def write_mbsync_config(path, state_dir, local, remote_port, remote_user, remote_password):
+    """mbsync (isync 1.4) between the same two servers: every mailbox, both ways, expunges and
+    creations propagated, INTERNALDATE kept; its state in a directory of its own. (It compresses
+    when the server offers COMPRESS=DEFLATE, and adds an X-TUID header to what it copies.)"""
+    os.makedirs(state_dir, exist_ok=True)
+    stores = []
+    for name, port, user, password in (
+            ("local", local.facts["port"], local.facts["user"], local.facts["password"]),
+            ("remote", remote_port, remote_user, remote_password)):
+        stores.append(f"IMAPAccount {name}\nHost 127.0.0.1\nPort {port}\nUser {user}\n"
+                      f"Pass {password}\nSSLType None\nAuthMechs LOGIN\n\n"
+                      f"IMAPStore {name}\nAccount {name}\n\n")
+    text = "".join(stores) + (
+        "Channel bench\nFar :remote:\nNear :local:\nPatterns *\nCreate Both\n"
+        "Expunge Both\nRemove None\nCopyArrivalDate yes\nSync All\n"
+        f"SyncState {state_dir}/\n")
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write(text)
+
+
 def write_config(path, tool, database, local, remote_port, remote_user, remote_password):
     # The same InterIMAP-format file for both tools; both servers over TCP so that each tool's
     # CPU time and RSS are its own (a tunnel's server process would be its child).
@@ -437,8 +480,8 @@ def apply_changes(local, remote, names, seed, messages):
                                                                          "Bench New", 3000))
 
 
-def fresh_remote(work, template, name):
-    lab = Lab(os.path.join(work, name)).start()
+def fresh_remote(work, template, name, capability=""):
+    lab = Lab(os.path.join(work, name), capability=capability).start()
     lab.stop()
     shutil.rmtree(lab.maildir, ignore_errors=True)
     shutil.copytree(template.maildir, lab.maildir, symlinks=True)
@@ -450,15 +493,20 @@ def fresh_remote(work, template, name):
 def run_tool(tool, binary, work, template, names, size, messages, rtt_ms, seed, out_dir):
     tag = f"{tool}-{size}-rtt{rtt_ms}"
     log(f"{tag}: servers")
-    remote = fresh_remote(work, template, f"{tag}-remote")
+    remote = fresh_remote(work, template, f"{tag}-remote", TIER_CAPABILITIES.get(tool, ""))
     local = Lab(os.path.join(work, f"{tag}-local")).start()
     proxy = Proxy(int(remote.facts["port"]), rtt_ms / 2000.0)
     results = []
     try:
         config = os.path.join(work, f"{tag}.conf")
-        write_config(config, tool, os.path.join(work, f"{tag}.db"), local, proxy.port,
-                     remote.facts["user"], remote.facts["password"])
-        argv = [binary, f"--config={config}"]
+        if tool == "mbsync":
+            write_mbsync_config(config, os.path.join(work, f"{tag}-state"), local, proxy.port,
+                                remote.facts["user"], remote.facts["password"])
+            argv = [binary, "-q", "-c", config, "bench"]
+        else:
+            write_config(config, tool, os.path.join(work, f"{tag}.db"), local, proxy.port,
+                         remote.facts["user"], remote.facts["password"])
+            argv = [binary, f"--config={config}"]
         if tool == "interimap":
             argv.insert(1, "--quiet")
         log_path = os.path.join(out_dir, f"{tag}.log")
@@ -510,19 +558,21 @@ def ratio(a, b):
 def report(results, out_dir, machine):
     lines = [f"Benchmark run {time.strftime('%Y-%m-%d %H:%M %Z')} on {machine}", "",
              "| corpus | RTT | scenario | tool | wall s | CPU s | peak RSS MiB | bytes up | "
-             "bytes down | wall ratio | CPU ratio | wall / floor |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "bytes down | wall ratio | CPU ratio | bytes ratio | wall / floor |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     keyed = {(m.size, m.rtt_ms, m.scenario, m.tool): m for m in results}
     for m in results:
-        ref = keyed.get((m.size, m.rtt_ms, m.scenario, "interimap"))
+        ref = keyed.get((m.size, m.rtt_ms, m.scenario, REFERENCE.get(m.tool, "")))
         floor = keyed.get((m.size, m.rtt_ms, m.scenario, "floor"))
-        wall_ratio = ratio(m.wall_s, ref.wall_s) if ref and m.tool == "twinbox" else ""
-        cpu_ratio = ratio(m.cpu_s, ref.cpu_s) if ref and m.tool == "twinbox" else ""
+        wall_ratio = f"{ratio(m.wall_s, ref.wall_s)} vs {ref.tool}" if ref else ""
+        cpu_ratio = ratio(m.cpu_s, ref.cpu_s) if ref else ""
+        bytes_ratio = ratio(m.bytes_up + m.bytes_down, ref.bytes_up + ref.bytes_down) if ref else ""
         over_floor = ratio(m.wall_s, floor.wall_s) if floor and m.tool != "floor" else ""
         failed = "" if m.status == 0 else f" (FAILED {m.status})"
         lines.append(f"| {m.size} ({m.messages}) | {m.rtt_ms} ms | {m.scenario} | {m.tool}{failed} "
                      f"| {m.wall_s:.2f} | {m.cpu_s:.2f} | {m.peak_rss_kib / 1024:.1f} | "
-                     f"{m.bytes_up} | {m.bytes_down} | {wall_ratio} | {cpu_ratio} | {over_floor} |")
+                     f"{m.bytes_up} | {m.bytes_down} | {wall_ratio} | {cpu_ratio} | "
+                     f"{bytes_ratio} | {over_floor} |")
     text = "\n".join(lines) + "\n"
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write(text)
@@ -565,10 +615,13 @@ def main():
                        f"{k} ({v[0]} mailboxes, {v[1]} messages)" for k, v in SIZES.items()))
     p.add_argument("--rtt", default="0,20", help="round-trip times in ms (default 0,20)")
     p.add_argument("--tools", default="interimap,twinbox,floor",
-                   help="interimap, twinbox, and floor (the servers' floor: bench/floor.cc)")
+                   help="interimap, twinbox, floor (the servers' floor: bench/floor.cc), "
+                        "mbsync, and twinbox-condstore / twinbox-plain (the remote without "
+                        "QRESYNC / without CONDSTORE, compared with mbsync)")
     p.add_argument("--twinbox", default=os.path.join(ROOT, "build", "release", "src", "cli",
                                                       "twinbox"))
     p.add_argument("--interimap", default=shutil.which("interimap") or "/usr/bin/interimap")
+    p.add_argument("--mbsync", default=shutil.which("mbsync") or "/usr/bin/mbsync")
     p.add_argument("--floor", default=os.path.join(ROOT, "build", "release", "bench",
                                                     "twinbox_floor"))
     p.add_argument("--seed", type=int, default=42)
@@ -577,8 +630,9 @@ def main():
     args = p.parse_args()
 
     # One command from a fresh clone: the release build is made here when it is missing.
+    tools = args.tools.split(",")
     wanted = [b for t, b in (("twinbox", args.twinbox), ("floor", args.floor))
-              if t in args.tools.split(",") and not os.path.exists(b)]
+              if any(x.startswith(t) for x in tools) and not os.path.exists(b)]
     if wanted:
         log("building the release preset (cmake --preset release) for " + ", ".join(wanted))
         subprocess.run(["cmake", "--preset", "release"], cwd=ROOT, check=True,
@@ -600,8 +654,8 @@ def main():
             template.stop()
             for rtt in (int(x) for x in args.rtt.split(",")):
                 for tool in args.tools.split(","):
-                    binary = {"twinbox": args.twinbox, "interimap": args.interimap,
-                              "floor": args.floor}[tool]
+                    binary = {"interimap": args.interimap, "floor": args.floor,
+                              "mbsync": args.mbsync}.get(tool, args.twinbox)
                     results += run_tool(tool, binary, work, template, names, size, messages,
                                         rtt, args.seed, args.out)
     finally:

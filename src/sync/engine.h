@@ -113,6 +113,10 @@ class Engine {
   // warning) when the servers refuse more connections.
   asio::awaitable<void> extra_lane_worker(std::size_t k, const std::vector<std::string>& work,
                                           std::size_t& next, std::optional<Error>& fatal);
+  // Waits until another lane would pay for its handshake (true), or the work ran out (false).
+  asio::awaitable<bool> worth_another_lane(const std::vector<std::string>& work,
+                                           const std::size_t& next,
+                                           const std::optional<Error>& fatal);
   asio::awaitable<void> sync_worker(Lane lane, const std::vector<std::string>& work,
                                     std::size_t& next, std::optional<Error>& fatal);
   asio::awaitable<Result<std::vector<std::string>>> reconcile_mailboxes();
@@ -201,7 +205,10 @@ class Engine {
   StoreConnector& connector_;
   PerSide<std::unique_ptr<MailStore>> stores_;                    // lane 0: lists, watches, syncs
   std::vector<PerSide<std::unique_ptr<MailStore>>> extra_lanes_;  // lanes 1..jobs-1, per cycle
-  std::optional<char> local_delimiter_;                           // for command-line names
+  std::chrono::steady_clock::duration lane_open_time_{};          // how long lane 0 took
+  std::chrono::steady_clock::time_point cycle_started_;
+  std::size_t finished_ = 0;             // mailboxes done in this cycle, by every lane
+  std::optional<char> local_delimiter_;  // for command-line names
   PerSide<std::map<std::string, ListedMailbox>> listed_;
   RunSummary summary_;
   bool stop_ = false;
