@@ -342,10 +342,33 @@ asio::awaitable<Result<imap::Completion>> ImapStore::select(
   if (!selected->ok())
     co_return rejected(side_, fmt::format("SELECT {}", printable(name)), *selected);
   selected_ = internal;
+  fallback_uidnext_.reset();
   const auto& state = s.mailbox();
-  if (!state || !state->uidvalidity || !state->uidnext) {
-    co_return Error(Errc::protocol, fmt::format("{}: SELECT {} gave no UIDVALIDITY or UIDNEXT",
+  if (!state || !state->uidvalidity) {
+    co_return Error(Errc::protocol, fmt::format("{}: SELECT {} gave no UIDVALIDITY",
                                                 side_name(side_), printable(name)));
+  }
+  if (!state->uidnext) {
+    // Courier-IMAP omits UIDNEXT from SELECT (RFC 3501 §6.3.1 requires it): STATUS tells it;
+    // failing that, the highest UID + 1 is a safe lower bound (new mail is always above it).
+    const std::vector<std::string> items = {"UIDNEXT"};
+    auto status = s.status(name, items);
+    if (!status) co_return status.error();
+    auto answered = co_await client_->wait(*status);
+    if (!answered) co_return answered.error();
+    for (const auto& response : answered->untagged) {
+      const auto* data = std::get_if<imap::StatusData>(&response.data);
+      if (data != nullptr && data->uidnext) fallback_uidnext_ = *data->uidnext;
+    }
+    if (!fallback_uidnext_) {
+      auto highest = submit_highest_uid();
+      if (!highest) co_return highest.error();
+      auto fetched = co_await client_->wait(*highest);
+      if (!fetched) co_return fetched.error();
+      fallback_uidnext_ = highest_of(*fetched) + 1;
+    }
+    log_debug("{}: SELECT {} gave no UIDNEXT; {} instead", side_name(side_), printable(name),
+              *fallback_uidnext_);
   }
   co_return std::move(*selected);
 }
@@ -393,7 +416,7 @@ asio::awaitable<Result<SideObservation>> ImapStore::observe(const std::string& i
   }
   SideObservation observation;
   observation.uidvalidity = *state->uidvalidity;
-  observation.uidnext = *state->uidnext;
+  observation.uidnext = uidnext();
   observation.exists = state->exists;
   if (recorded.uidvalidity && *recorded.uidvalidity != observation.uidvalidity) {
     observation.uidvalidity_changed = true;
@@ -529,7 +552,8 @@ ModSeq ImapStore::highestmodseq() const {
 
 std::uint32_t ImapStore::uidnext() const {
   const auto& state = client_->session().mailbox();
-  return state && state->uidnext ? *state->uidnext : 0;
+  if (state && state->uidnext) return *state->uidnext;
+  return state ? fallback_uidnext_.value_or(0) : 0;
 }
 
 namespace {
@@ -913,7 +937,7 @@ asio::awaitable<Result<FullObservation>> ImapStore::observe_all(const std::strin
   const auto& state = s.mailbox();
   FullObservation out;
   out.state.uidvalidity = *state->uidvalidity;
-  out.state.uidnext = *state->uidnext;
+  out.state.uidnext = uidnext();
   if (state->exists > 0) {
     auto all = co_await summaries_from(1);
     if (!all) co_return all.error();

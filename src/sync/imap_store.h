@@ -148,6 +148,7 @@ class ImapStore : public MailStore {
   std::string selected_;
   std::optional<imap::CommandId> idle_;
   Tier tier_ = Tier::qresync;
+  std::optional<Uid> fallback_uidnext_;  // the selected mailbox's, when SELECT did not say
   std::map<Uid, FlagSet> listed_flags_;  // Tier::plain: what observe() listed (set_flags deltas)
 };
 

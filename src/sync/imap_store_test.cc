@@ -39,6 +39,14 @@ std::unique_ptr<MailStore> open_store(const FakeServer& server, Tier limit = Tie
   return store ? std::move(*store) : nullptr;
 }
 
+// Closes the store, then whether the server ran its whole script.
+testing::AssertionResult script_completed(MailStore& store, FakeServer& server) {
+  store.close();
+  server.wait();
+  if (server.result().completed) return testing::AssertionSuccess();
+  return testing::AssertionFailure() << server.describe();
+}
+
 store::SideState recorded(std::uint32_t uidvalidity, std::uint32_t uidnext, ModSeq modseq) {
   store::SideState s;
   s.uidvalidity = uidvalidity;
@@ -62,9 +70,10 @@ TEST(ImapStoreTiers, EnableWithoutEnabledFallsBackToCondstore) {
       .send(kSelected)
       .expect_tagged_line("UID FETCH 1:4294967295 (UID FLAGS MODSEQ) (CHANGEDSINCE 10)", "a")
       .expect_tagged_line("UID FETCH 5:4294967295 (UID FLAGS INTERNALDATE RFC822.SIZE)", "b")
-      .send("* 1 FETCH (UID 2 FLAGS (\\Seen) MODSEQ (11))\r\n{tag:a} OK done\r\n"
-            "* 3 FETCH (UID 5 FLAGS () INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" "
-            "RFC822.SIZE 42)\r\n{tag:b} OK done\r\n");
+      .send(
+          "* 1 FETCH (UID 2 FLAGS (\\Seen) MODSEQ (11))\r\n{tag:a} OK done\r\n"
+          "* 3 FETCH (UID 5 FLAGS () INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" "
+          "RFC822.SIZE 42)\r\n{tag:b} OK done\r\n");
   FakeServer server(std::move(script));
   auto store = open_store(server);
   ASSERT_TRUE(store);
@@ -78,9 +87,7 @@ TEST(ImapStoreTiers, EnableWithoutEnabledFallsBackToCondstore) {
   ASSERT_EQ(seen->changes.added.size(), 1u);
   EXPECT_EQ(seen->changes.added[0].uid, 5u);
   EXPECT_EQ(seen->highestmodseq, 12u);
-  store->close();
-  server.wait();
-  EXPECT_TRUE(server.result().completed) << server.describe();
+  EXPECT_TRUE(script_completed(*store, server));
 }
 
 // Plain IMAP: every message's flags below the recorded UIDNEXT, pipelined with the new ones; a
@@ -92,10 +99,11 @@ TEST(ImapStoreTiers, PlainListsEveryFlagAndStoresDifferences) {
       .send("* 3 EXISTS\r\n* OK [UIDVALIDITY 7] x\r\n* OK [UIDNEXT 6] x\r\n{tag} OK selected\r\n")
       .expect_tagged_line("UID FETCH 1:4 (UID FLAGS)", "a")
       .expect_tagged_line("UID FETCH 5:4294967295 (UID FLAGS INTERNALDATE RFC822.SIZE)", "b")
-      .send("* 1 FETCH (UID 1 FLAGS (\\Seen $Work))\r\n* 2 FETCH (UID 3 FLAGS ())\r\n"
-            "{tag:a} OK done\r\n"
-            "* 3 FETCH (UID 5 FLAGS () INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" "
-            "RFC822.SIZE 42)\r\n{tag:b} OK done\r\n")
+      .send(
+          "* 1 FETCH (UID 1 FLAGS (\\Seen $Work))\r\n* 2 FETCH (UID 3 FLAGS ())\r\n"
+          "{tag:a} OK done\r\n"
+          "* 3 FETCH (UID 5 FLAGS () INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" "
+          "RFC822.SIZE 42)\r\n{tag:b} OK done\r\n")
       .expect_tagged_line("UID STORE 1 +FLAGS.SILENT (\\Flagged)", "c")
       .expect_tagged_line("UID STORE 1 -FLAGS.SILENT ($Work)", "d")
       .send("{tag:c} OK done\r\n{tag:d} OK done\r\n");
@@ -117,9 +125,7 @@ TEST(ImapStoreTiers, PlainListsEveryFlagAndStoresDifferences) {
   auto modified = net::run_coroutine(store->set_flags(updates));
   ASSERT_TRUE(modified.ok()) << modified.error().to_string();
   EXPECT_TRUE(modified->empty());
-  store->close();
-  server.wait();
-  EXPECT_TRUE(server.result().completed) << server.describe();
+  EXPECT_TRUE(script_completed(*store, server));
 }
 
 // The config's change-detection caps the tier: a QRESYNC server read as plain sends no ENABLE.
@@ -158,8 +164,9 @@ TEST(ImapStoreFallbacks, AppendWithoutUidplusReadsTheUidsBack) {
       .expect("hello\r\n")
       .send("* 2 FETCH (UID 9)\r\n{tag:high} OK done\r\n* 4 EXISTS\r\n{tag:one} OK appended\r\n")
       .expect_tagged_line("UID FETCH 10:4294967295 (UID RFC822.SIZE)")
-      .send("* 3 FETCH (UID 10 RFC822.SIZE 5)\r\n* 4 FETCH (UID 11 RFC822.SIZE 5)\r\n"
-            "{tag} OK done\r\n");
+      .send(
+          "* 3 FETCH (UID 10 RFC822.SIZE 5)\r\n* 4 FETCH (UID 11 RFC822.SIZE 5)\r\n"
+          "{tag} OK done\r\n");
   FakeServer server(std::move(script));
   auto store = open_store(server);
   ASSERT_TRUE(store);
@@ -179,9 +186,7 @@ TEST(ImapStoreFallbacks, AppendWithoutUidplusReadsTheUidsBack) {
   ASSERT_FALSE(ambiguous.ok());
   EXPECT_NE(ambiguous.error().message.find("2 new message(s)"), std::string::npos)
       << ambiguous.error().message;
-  store->close();
-  server.wait();
-  EXPECT_TRUE(server.result().completed) << server.describe();
+  EXPECT_TRUE(script_completed(*store, server));
 }
 
 // Without UIDPLUS there is no UID EXPUNGE, and EXPUNGE removes every \Deleted message: it is
@@ -191,8 +196,9 @@ TEST(ImapStoreFallbacks, ExpungeWithoutUidplusNeverTakesOtherMessages) {
   script.expect_tagged_line("SELECT INBOX")
       .send("* 3 EXISTS\r\n* OK [UIDVALIDITY 7] x\r\n* OK [UIDNEXT 4] x\r\n{tag} OK selected\r\n")
       .expect_tagged_line("UID FETCH 1:3 (UID FLAGS)")
-      .send("* 1 FETCH (UID 1 FLAGS ())\r\n* 2 FETCH (UID 2 FLAGS ())\r\n"
-            "* 3 FETCH (UID 3 FLAGS (\\Deleted))\r\n{tag} OK done\r\n")
+      .send(
+          "* 1 FETCH (UID 1 FLAGS ())\r\n* 2 FETCH (UID 2 FLAGS ())\r\n"
+          "* 3 FETCH (UID 3 FLAGS (\\Deleted))\r\n{tag} OK done\r\n")
       .expect_tagged_line("UID STORE 1 +FLAGS.SILENT (\\Deleted)", "s")
       .expect_tagged_line("UID SEARCH DELETED", "q")
       .send("{tag:s} OK done\r\n* SEARCH 1 3\r\n{tag:q} OK done\r\n")
@@ -213,9 +219,7 @@ TEST(ImapStoreFallbacks, ExpungeWithoutUidplusNeverTakesOtherMessages) {
       << refused.error().message;
   Status done = net::run_coroutine(store->expunge({2}));
   EXPECT_TRUE(done.ok()) << done.error().to_string();
-  store->close();
-  server.wait();
-  EXPECT_TRUE(server.result().completed) << server.describe();
+  EXPECT_TRUE(script_completed(*store, server));
 }
 
 // Without LIST-EXTENDED: LIST and LSUB per pattern, pipelined, subscriptions from LSUB; without
@@ -225,14 +229,16 @@ TEST(ImapStoreFallbacks, ListWithoutListExtendedUsesLsubAndStatus) {
   Script script = logged_in("IMAP4rev1 CONDSTORE");
   script.expect_tagged_line("LIST \"\" *", "l")
       .expect_tagged_line("LSUB \"\" *", "s")
-      .send("* LIST () \"/\" INBOX\r\n* LIST () \"/\" Work\r\n* LIST (\\Noselect) \"/\" Old\r\n"
-            "{tag:l} OK done\r\n* LSUB () \"/\" Work\r\n{tag:s} OK done\r\n")
+      .send(
+          "* LIST () \"/\" INBOX\r\n* LIST () \"/\" Work\r\n* LIST (\\Noselect) \"/\" Old\r\n"
+          "{tag:l} OK done\r\n* LSUB () \"/\" Work\r\n{tag:s} OK done\r\n")
       .expect_tagged_line("STATUS INBOX (MESSAGES UIDVALIDITY UIDNEXT HIGHESTMODSEQ)", "a")
       .expect_tagged_line("STATUS Work (MESSAGES UIDVALIDITY UIDNEXT HIGHESTMODSEQ)", "b")
-      .send("* STATUS INBOX (MESSAGES 2 UIDVALIDITY 7 UIDNEXT 3 HIGHESTMODSEQ 9) \r\n"
-            "{tag:a} OK done\r\n"
-            "* STATUS Work (MESSAGES 0 UIDVALIDITY 8 UIDNEXT 1 HIGHESTMODSEQ 1)\r\n"
-            "{tag:b} OK done\r\n");
+      .send(
+          "* STATUS INBOX (MESSAGES 2 UIDVALIDITY 7 UIDNEXT 3 HIGHESTMODSEQ 9) \r\n"
+          "{tag:a} OK done\r\n"
+          "* STATUS Work (MESSAGES 0 UIDVALIDITY 8 UIDNEXT 1 HIGHESTMODSEQ 1)\r\n"
+          "{tag:b} OK done\r\n");
   FakeServer server(std::move(script));
   auto store = open_store(server);
   ASSERT_TRUE(store);
@@ -247,9 +253,44 @@ TEST(ImapStoreFallbacks, ListWithoutListExtendedUsesLsubAndStatus) {
   EXPECT_TRUE((*listed)[1].subscribed);
   EXPECT_EQ((*listed)[1].uidvalidity, 8u);
   EXPECT_FALSE((*listed)[2].selectable);
-  store->close();
-  server.wait();
-  EXPECT_TRUE(server.result().completed) << server.describe();
+  EXPECT_TRUE(script_completed(*store, server));
+}
+
+// Courier-IMAP's SELECT has no UIDNEXT (RFC 3501 §6.3.1 requires it): STATUS asks for it; a
+// server that will not say gets the highest UID + 1, a lower bound (new mail is above it).
+TEST(ImapStoreQuirks, SelectWithoutUidnextAsksStatusThenTheHighestUid) {
+  Script script = logged_in("IMAP4rev1 UIDPLUS");
+  script.expect_tagged_line("SELECT INBOX")
+      .send("* 2 EXISTS\r\n* OK [UIDVALIDITY 7] x\r\n{tag} OK selected\r\n")
+      .expect_tagged_line("STATUS INBOX (UIDNEXT)")
+      .send("* STATUS INBOX (UIDNEXT 9)\r\n{tag} OK done\r\n")
+      .expect_tagged_line("UID FETCH 1:4294967295 (UID FLAGS INTERNALDATE RFC822.SIZE)")
+      .send(
+          "* 1 FETCH (UID 3 FLAGS () INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" "
+          "RFC822.SIZE 5)\r\n* 2 FETCH (UID 8 FLAGS () INTERNALDATE \"01-Jan-2024 10:00:00 "
+          "+0000\" RFC822.SIZE 6)\r\n{tag} OK done\r\n")
+      .expect_tagged_line("SELECT Work")
+      .send("* 1 EXISTS\r\n* OK [UIDVALIDITY 8] x\r\n{tag} OK selected\r\n")
+      .expect_tagged_line("STATUS Work (UIDNEXT)")
+      .send("{tag} NO not now\r\n")
+      .expect_tagged_line("UID FETCH * (UID)")
+      .send("* 1 FETCH (UID 41)\r\n{tag} OK done\r\n")
+      .expect_tagged_line("UID FETCH 1:4294967295 (UID FLAGS INTERNALDATE RFC822.SIZE)")
+      .send(
+          "* 1 FETCH (UID 41 FLAGS () INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" "
+          "RFC822.SIZE 5)\r\n{tag} OK done\r\n");
+  FakeServer server(std::move(script));
+  auto store = open_store(server);
+  ASSERT_TRUE(store);
+  auto inbox = net::run_coroutine(store->observe("INBOX", store::SideState{}));
+  ASSERT_TRUE(inbox.ok()) << inbox.error().to_string();
+  EXPECT_EQ(inbox->uidnext, 9u);
+  EXPECT_EQ(inbox->changes.added.size(), 2u);
+  auto work = net::run_coroutine(store->observe("Work", store::SideState{}));
+  ASSERT_TRUE(work.ok()) << work.error().to_string();
+  EXPECT_EQ(work->uidnext, 42u);
+  EXPECT_EQ(store->uidnext(), 42u);
+  EXPECT_TRUE(script_completed(*store, server));
 }
 
 }  // namespace

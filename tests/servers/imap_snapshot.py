@@ -6,6 +6,7 @@ It shares no code with twinbox: it talks to the server through imaplib, over a t
 the sync tool's back.
 
   imap_snapshot.py [CONNECTION] [snapshot]
+  imap_snapshot.py [CONNECTION] content      (sorted lines to compare two servers with)
   imap_snapshot.py [CONNECTION] append MAILBOX FILE [--flags '\\Seen $X'] [--date DATE]
   imap_snapshot.py [CONNECTION] flags MAILBOX MESSAGE-ID (--add F | --remove F | --set F)
   imap_snapshot.py [CONNECTION] expunge MAILBOX MESSAGE-ID
@@ -391,6 +392,21 @@ def cmd_snapshot(s, a):
     return {"mailboxes": dict(sorted(boxes.items())), "subscriptions": s.subscriptions()}
 
 
+def cmd_content(s, a):
+    """What two synced servers must share, as sorted text lines that compare with ==: one line
+    per message (mailbox, Message-ID, size, flags; a message held twice is two lines) and one
+    per subscription."""
+    lines = []
+    snapshot = cmd_snapshot(s, a)
+    for name, box in snapshot["mailboxes"].items():
+        lines.append(f"mailbox\t{name}")
+        for m in box["messages"]:
+            lines.append(f"message\t{name}\t{m['message_id']}\t{m['size']}\t"
+                         + " ".join(m["flags"]))
+    lines += [f"subscribed\t{name}" for name in snapshot["subscriptions"]]
+    return "\n".join(sorted(lines)) + "\n"
+
+
 def cmd_append(s, a):
     with open(a.file, "rb") as f:
         message = f.read()
@@ -450,6 +466,7 @@ def main(argv):
                    help='personal namespace prefix to hide, with "/" (e.g. INBOX/), or auto')
     sub = p.add_subparsers(dest="command")
     sub.add_parser("snapshot")
+    sub.add_parser("content")
     ap = sub.add_parser("append")
     ap.add_argument("mailbox")
     ap.add_argument("file")
@@ -471,7 +488,8 @@ def main(argv):
     rp.add_argument("old")
     rp.add_argument("new")
     a = p.parse_args(argv)
-    commands = {None: cmd_snapshot, "snapshot": cmd_snapshot, "append": cmd_append,
+    commands = {None: cmd_snapshot, "snapshot": cmd_snapshot, "content": cmd_content,
+                "append": cmd_append,
                 "flags": cmd_flags, "expunge": cmd_expunge, "create": simple("create"),
                 "delete": simple("delete"), "subscribe": simple("subscribe"),
                 "unsubscribe": simple("unsubscribe"), "rename": cmd_rename}
@@ -484,6 +502,9 @@ def main(argv):
     except (Failure, imaplib.IMAP4.error, OSError) as e:
         print(f"imap_snapshot.py: {e}", file=sys.stderr)
         return 1
+    if isinstance(result, str):
+        sys.stdout.write(result)
+        return 0
     json.dump(result, sys.stdout, ensure_ascii=False, indent=1, sort_keys=False)
     sys.stdout.write("\n")
     return 0

@@ -2,9 +2,13 @@
 // snapshot lookups, and a pair of servers shared by the tests of one suite.
 #pragma once
 
+#include <atomic>
+#include <chrono>
+#include <csignal>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -68,6 +72,42 @@ inline testing::AssertionResult both_hold(const SyncPair& pair, const Snapshot& 
     }
   }
   return testing::AssertionSuccess();
+}
+
+// `twinbox --watch ...` in a thread until stop() sends SIGTERM; stop() returns the run.
+class Watching {
+ public:
+  Watching(const SyncPair& pair, std::vector<std::string> args,
+           std::chrono::milliseconds timeout = std::chrono::seconds(120))
+      : thread_([this, &pair, args = std::move(args), timeout] {
+          result_ = pair.run_killed_after(KillAt::when_set(stop_, SIGTERM), args, timeout);
+        }) {}
+  ~Watching() {
+    if (thread_.joinable()) stop();
+  }
+  Watching(const Watching&) = delete;
+  Watching& operator=(const Watching&) = delete;
+  const RunResult& stop() {
+    stop_ = true;
+    thread_.join();
+    return result_;
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  RunResult result_;
+  std::thread thread_;
+};
+
+// Whether message `id` shows up in `mailbox` on `side` within `limit` (polled with doveadm).
+inline bool arrives_within(const SyncPair& pair, Side side, const std::string& mailbox,
+                           const std::string& id, std::chrono::milliseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    if (pair.snapshot(side).at(mailbox).count(id) == 1) return true;
+  }
+  return false;
 }
 
 // A SyncPair shared by the tests of a suite when the binary runs them in one process. ctest runs

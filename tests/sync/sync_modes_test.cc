@@ -33,41 +33,6 @@ std::size_t count_in(const Snapshot& s, std::string_view mailbox) {
 }
 
 // twinbox --watch in a background thread; stop() sends SIGTERM and returns the run.
-class Watching {
- public:
-  Watching(const SyncPair& pair, std::vector<std::string> args,
-           std::chrono::milliseconds timeout = 120s)
-      : thread_([this, &pair, args = std::move(args), timeout] {
-          result_ = pair.run_killed_after(KillAt::when_set(stop_, SIGTERM), args, timeout);
-        }) {}
-  ~Watching() {
-    if (thread_.joinable()) stop();
-  }
-  Watching(const Watching&) = delete;
-  Watching& operator=(const Watching&) = delete;
-  const RunResult& stop() {
-    stop_ = true;
-    thread_.join();
-    return result_;
-  }
-
- private:
-  std::atomic<bool> stop_{false};
-  RunResult result_;
-  std::thread thread_;
-};
-
-// Whether message `id` shows up in `mailbox` on `side` within `limit` (polled with doveadm).
-bool arrives_within(const SyncPair& pair, Side side, const std::string& mailbox,
-                    const std::string& id, std::chrono::milliseconds limit) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(500ms);
-    if (pair.snapshot(side).at(mailbox).count(id) == 1) return true;
-  }
-  return false;
-}
-
 // =============================================================================================
 // --delete, --rename, --target
 

@@ -5,7 +5,9 @@
 // connection goes through tests/spy/imap_spy, and a command using anything the server did not
 // advertise fails the test. Each profile: initial sync, a no-op, changes on both sides (with a
 // three-way flag merge), then runs stopped after their Nth commit and a rerun.
+#include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -182,6 +184,53 @@ TEST(SyncTiersWire, EachTierAsksWhatItShould) {
   EXPECT_EQ(pair.spy_commands_with(Side::local, "QRESYNC"), 0u);
   EXPECT_GT(pair.spy_commands_with(Side::local, "UID FETCH 1:"), 0u);
   for (Side side : kSides) EXPECT_THAT(pair.spy_violations(side), ::testing::IsEmpty());
+}
+
+// --watch against servers without NOTIFY: with IDLE (Microsoft 365's set, plain tier) new INBOX
+// mail arrives within seconds of a --watch=600 run, and --notify falls back to IDLE instead of
+// sending a NOTIFY the server did not offer; without IDLE (bare IMAP4rev1) the full cycle every
+// --watch seconds brings it, and a flag change on the other side goes back.
+TEST(SyncTiersWatch, IdleWithoutNotifyAndPollingWithoutIdle) {
+  for (const std::string& caps : {kOffice365, std::string("IMAP4rev1")}) {
+    SCOPED_TRACE(caps);
+    const bool idle = caps.find("IDLE") != std::string::npos;
+    PairOptions options;
+    for (Side side : kSides) {
+      options.sides[side].tunnel = true;
+      options.sides[side].spy = true;
+    }
+    options.capability(Side::remote, caps);
+    SyncPair pair(options);
+    pair.append(Side::remote, "INBOX", test_messages("watch", 3));
+    ASSERT_TRUE(synced(pair));
+    const std::vector<std::string> args = idle ? std::vector<std::string>{"--notify", "--watch=600"}
+                                               : std::vector<std::string>{"--watch=2"};
+    Watching watching(pair, args);
+    std::this_thread::sleep_for(std::chrono::seconds(2));  // the first cycle is done
+    pair.append(Side::remote, "INBOX", test_message("watch-new", 1));
+    const bool arrived = arrives_within(pair, Side::local, "INBOX", test_message_id("watch-new", 1),
+                                        std::chrono::seconds(15));
+    bool flagged = true;
+    if (!idle) {
+      pair.add_flags(Side::local, "INBOX", "$Polled",
+                     Search::message_id(test_message_id("watch", 1)));
+      flagged = false;
+      for (int i = 0; i < 30 && !flagged; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        flagged = flags_of(pair.snapshot(Side::remote), "INBOX", test_message_id("watch", 1))
+                      .find("$Polled") != std::string::npos;
+      }
+    }
+    const RunResult& run = watching.stop();
+    EXPECT_TRUE(arrived) << run.describe();
+    EXPECT_TRUE(flagged) << run.describe();
+    EXPECT_TRUE(ran_ok(run));
+    EXPECT_EQ(pair.spy_commands_with(Side::remote, "NOTIFY"), 0u);
+    if (idle) {
+      EXPECT_GT(pair.spy_commands_with(Side::remote, " IDLE"), 0u);
+    }
+    for (Side side : kSides) EXPECT_THAT(pair.spy_violations(side), ::testing::IsEmpty());
+  }
 }
 
 }  // namespace
