@@ -485,6 +485,15 @@ asio::awaitable<Result<std::vector<std::string>>> Engine::reconcile_mailboxes() 
       // just before; a server creates any other superior names itself (RFC 3501 §6.3.3), and
       // creating them here would turn a \Noselect parent into a mailbox that exists on one side.
       Status created = co_await stores_[side]->create(name);
+      if (!created && created.error().code == Errc::rejected) {
+        // The server refused the name (Courier keeps every folder under "INBOX."): this mailbox
+        // waits, the others go on. Nothing was recorded, so the next run tries again.
+        log_error("{}cannot create the mailbox: {}", log_prefix(side, name),
+                  created.error().message);
+        ++summary_.mailboxes_failed;
+        skip = true;
+        break;
+      }
       if (!created) co_return created.error();
       log_info("{}created mailbox", log_prefix(side, name));
       ListedMailbox made;

@@ -235,6 +235,21 @@ TEST_P(SyncOtherServers, PairedWithDovecotSyncsChangesAndStops) {
   RunResult last = run();
   ASSERT_TRUE(ran_ok(last));
   EXPECT_TRUE(reports_no_changes(last));
+
+  if (std::string(kind.name) != "Courier") return;
+  // A top-level folder cannot exist on Courier: that mailbox fails (exit status 1, the server's
+  // answer shown), the rest of the run goes on, and nothing about it is recorded.
+  oracle(Side::local, {"create", "Projects"});
+  append(Side::local, "Projects", test_message("proj", 1));
+  append(Side::local, "INBOX", test_message("after", 1));
+  RunResult refused = run();
+  EXPECT_EQ(refused.status, 1) << refused.describe();
+  EXPECT_THAT(refused.err, ::testing::HasSubstr("cannot create the mailbox"));
+  EXPECT_TRUE(has(Side::remote, test_message_id("after", 1)));
+  oracle(Side::local, {"delete", "Projects"});
+  RunResult again = run();
+  EXPECT_TRUE(ran_ok(again));
+  EXPECT_TRUE(converged());
 }
 
 INSTANTIATE_TEST_SUITE_P(Servers, SyncOtherServers,
