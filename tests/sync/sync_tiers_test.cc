@@ -4,7 +4,8 @@
 // QRESYNC turned down by the config. Dovecot still executes a hidden extension, so every
 // connection goes through tests/spy/imap_spy, and a command using anything the server did not
 // advertise fails the test. Each profile: initial sync, a no-op, changes on both sides (with a
-// three-way flag merge), then runs stopped after their Nth commit and a rerun.
+// three-way flag merge), runs stopped after their Nth commit, kill -9 after an APPEND and at a
+// random instant, and reruns.
 #include <chrono>
 #include <string>
 #include <thread>
@@ -142,6 +143,24 @@ TEST_P(SyncTiers, SyncsChangesAndStopsWithoutLossOrDuplicate) {
       EXPECT_THAT(m.flags, ::testing::Contains("$Stop")) << side_name(side) << " " << m.id;
     }
   }
+  // kill -9 right after an APPEND went out (its answer lost with the process), and at a random
+  // instant; then a rerun: every message once on both sides.
+  pair.append(Side::local, "Sent", test_messages("kill-l", 12));
+  pair.append(Side::remote, "INBOX", test_messages("kill-r", 12));
+  RunResult on_append = pair.run_killed_after(KillAt::on_output(" APPEND "), {"--debug"});
+  EXPECT_TRUE(on_append.killed) << on_append.describe();
+  pair.append(Side::remote, "Sent", test_messages("kill-t", 12));
+  (void)pair.run_killed_after(KillAt::after(std::chrono::milliseconds(150)));
+  ASSERT_TRUE(synced(pair));
+  for (Side side : kSides) {
+    const Snapshot s = pair.snapshot(side);
+    for (int i = 1; i <= 12; ++i) {
+      EXPECT_EQ(s.at("Sent").count(test_message_id("kill-l", i)), 1u) << side_name(side);
+      EXPECT_EQ(s.at("INBOX").count(test_message_id("kill-r", i)), 1u) << side_name(side);
+      EXPECT_EQ(s.at("Sent").count(test_message_id("kill-t", i)), 1u) << side_name(side);
+    }
+  }
+
   // And a last run finds nothing to do.
   RunResult last = pair.run();
   ASSERT_TRUE(ran_ok(last));
