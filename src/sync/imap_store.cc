@@ -501,7 +501,11 @@ asio::awaitable<Result<SideObservation>> ImapStore::observe(const std::string& i
         observation.changes.added.end());
   }
   if (tracked && !by_modseq) {
-    // Every UID below the recorded UIDNEXT that the listing did not show was expunged.
+    // Every UID below the recorded UIDNEXT that the listing did not show was expunged; so the
+    // listing must be whole: a server that leaves messages out would have them deleted on the
+    // other side.
+    Status whole = listing_is_whole(*name, present.size() + observation.changes.added.size());
+    if (!whole) co_return whole.error();
     Uid next_present = 1;
     for (Uid uid : present) {
       if (uid > next_present) observation.vanished_set.add(next_present, uid - 1);
@@ -951,7 +955,21 @@ asio::awaitable<Result<FullObservation>> ImapStore::observe_all(const std::strin
   }
   out.state.highestmodseq = highestmodseq();
   out.state.exists = s.mailbox() ? s.mailbox()->exists : 0;
+  // A re-read decides what was expunged by absence, like a plain listing.
+  Status whole = listing_is_whole(*name, out.messages.size());
+  if (!whole) co_return whole.error();
   co_return out;
+}
+
+Status ImapStore::listing_is_whole(const std::string& name, std::size_t listed) const {
+  const auto& state = client_->session().mailbox();
+  const std::size_t exists = state ? state->exists : 0;
+  if (listed == exists) return ok_status();
+  return Error(Errc::protocol,
+               fmt::format("{}: {} announced {} message(s) (EXISTS) but its UID FETCH listed {}; "
+                           "a listing that does not add up cannot tell what was expunged, so "
+                           "nothing was changed in this mailbox",
+                           side_name(side_), printable(name), exists, listed));
 }
 
 asio::awaitable<Status> ImapStore::unselect() {

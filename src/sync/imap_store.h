@@ -131,6 +131,8 @@ class ImapStore : public MailStore {
   // Without UIDPLUS: the UIDs of the `sizes.size()` messages just appended to the selected
   // mailbox, all above `above` (read back by size); an error when they cannot be told apart.
   asio::awaitable<Result<Appended>> appended(Uid above, const std::vector<std::uint64_t>& sizes);
+  // A listing of every message decides expunges by absence: it must count EXISTS messages.
+  Status listing_is_whole(const std::string& name, std::size_t listed) const;
   // UID FETCH * (UID), and the highest UID its answer names (0: an empty mailbox).
   Result<imap::CommandId> submit_highest_uid();
   static Uid highest_of(const imap::Completion& done);

@@ -256,6 +256,27 @@ TEST(ImapStoreFallbacks, ListWithoutListExtendedUsesLsubAndStatus) {
   EXPECT_TRUE(script_completed(*store, server));
 }
 
+// A plain listing decides expunges by absence: one that leaves a message out (a lying or broken
+// server) would have it deleted on the other side. It must count EXISTS messages, else the
+// mailbox fails with the numbers and nothing is taken as expunged.
+TEST(ImapStoreQuirks, PlainListingThatDoesNotAddUpIsAnError) {
+  Script script = logged_in("IMAP4rev1 UIDPLUS");
+  script.expect_tagged_line("SELECT INBOX")
+      .send("* 3 EXISTS\r\n* OK [UIDVALIDITY 7] x\r\n* OK [UIDNEXT 6] x\r\n{tag} OK selected\r\n")
+      .expect_tagged_line("UID FETCH 1:5 (UID FLAGS)")
+      .send("* 1 FETCH (UID 1 FLAGS ())\r\n* 3 FETCH (UID 5 FLAGS ())\r\n{tag} OK done\r\n");
+  FakeServer server(std::move(script));
+  auto store = open_store(server);
+  ASSERT_TRUE(store);
+  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 6, 0)));
+  ASSERT_FALSE(seen.ok());
+  EXPECT_EQ(seen.error().code, Errc::protocol);
+  EXPECT_NE(seen.error().message.find("announced 3 message(s) (EXISTS) but its UID FETCH listed 2"),
+            std::string::npos)
+      << seen.error().message;
+  EXPECT_TRUE(script_completed(*store, server));
+}
+
 // Courier-IMAP's SELECT has no UIDNEXT (RFC 3501 §6.3.1 requires it): STATUS asks for it; a
 // server that will not say gets the highest UID + 1, a lower bound (new mail is above it).
 TEST(ImapStoreQuirks, SelectWithoutUidnextAsksStatusThenTheHighestUid) {
