@@ -545,6 +545,12 @@ asio::awaitable<Result<UidSet>> ImapStore::uids() {
       if (e->uid && e->all) add_uids(out, *e->all);
     }
   }
+  // The engine takes a paired UID missing from this list as expunged: it must be whole.
+  std::uint64_t count = 0;
+  for (const auto& r : out.ranges()) count += std::uint64_t{r.last} - r.first + 1;
+  auto wire = server_name(selected_);
+  Status whole = listing_is_whole(wire ? *wire : selected_, static_cast<std::size_t>(count));
+  if (!whole) co_return whole.error();
   co_return out;
 }
 
@@ -966,9 +972,9 @@ Status ImapStore::listing_is_whole(const std::string& name, std::size_t listed) 
   const std::size_t exists = state ? state->exists : 0;
   if (listed == exists) return ok_status();
   return Error(Errc::protocol,
-               fmt::format("{}: {} announced {} message(s) (EXISTS) but its UID FETCH listed {}; "
-                           "a listing that does not add up cannot tell what was expunged, so "
-                           "nothing was changed in this mailbox",
+               fmt::format("{}: {} announced {} message(s) (EXISTS) but its listing (UID FETCH "
+                           "or UID SEARCH) has {}; a listing that does not add up cannot tell "
+                           "what was expunged, so nothing was changed in this mailbox",
                            side_name(side_), printable(name), exists, listed));
 }
 
