@@ -365,7 +365,13 @@ asio::awaitable<Result<imap::Completion>> ImapStore::select(
       if (!highest) co_return highest.error();
       auto fetched = co_await client_->wait(*highest);
       if (!fetched) co_return fetched.error();
-      fallback_uidnext_ = highest_of(*fetched) + 1;
+      const Uid top = highest_of(*fetched);
+      if (top == kMaxUid) {
+        co_return Error(Errc::protocol, fmt::format("{}: {} holds UID {}: no UID is left for new "
+                                                    "mail (RFC 9051 §2.3.1.1)",
+                                                    side_name(side_), printable(name), top));
+      }
+      fallback_uidnext_ = top + 1;
     }
     log_debug("{}: SELECT {} gave no UIDNEXT; {} instead", side_name(side_), printable(name),
               *fallback_uidnext_);
@@ -1082,6 +1088,11 @@ Uid ImapStore::highest_of(const imap::Completion& done) {
 
 asio::awaitable<Result<Appended>> ImapStore::appended(Uid above,
                                                       const std::vector<std::uint64_t>& sizes) {
+  if (above == kMaxUid) {
+    co_return Error(Errc::protocol, fmt::format("{}: the highest UID before the APPEND was {}: "
+                                                "the appended messages cannot have UIDs",
+                                                side_name(side_), above));
+  }
   imap::SequenceSet range;
   range.add(above + 1, kMaxUid);
   auto fetched =
