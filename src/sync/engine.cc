@@ -321,7 +321,7 @@ asio::awaitable<bool> Engine::worth_another_lane(const std::vector<std::string>&
   asio::steady_timer timer(co_await asio::this_coro::executor);
   while (!stop_ && !fatal && next < work.size()) {
     // In-memory stores open at once: no measurement is worth a timer (nor is it deterministic).
-    if (lane_open_time_ < std::chrono::milliseconds(1)) co_return true;
+    if (connector_.opens_instantly()) co_return true;
     const auto elapsed = Clock::now() - cycle_started_;
     const std::size_t left = work.size() - next;
     if (elapsed > lane_open_time_ &&

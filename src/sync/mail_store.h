@@ -260,6 +260,9 @@ class StoreConnector {
   virtual ~StoreConnector() = default;
   virtual asio::awaitable<Result<std::unique_ptr<MailStore>>> open(Side side,
                                                                    const MailStore* sibling) = 0;
+  // True when opening costs nothing (in memory): extra connection pairs need no judgement of
+  // whether their handshake pays, and no clock decides it (the simulator stays deterministic).
+  virtual bool opens_instantly() const { return false; }
 };
 
 }  // namespace twinbox::sync

@@ -181,6 +181,7 @@ class MemoryConnector : public StoreConnector {
   asio::awaitable<Result<std::unique_ptr<MailStore>>> open(Side side,
                                                            const MailStore* sibling) override;
   std::size_t opened() const { return opened_; }
+  bool opens_instantly() const override { return true; }
 
  private:
   PerSide<MemoryServer*> servers_;
