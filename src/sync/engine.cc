@@ -1154,7 +1154,7 @@ asio::awaitable<Status> Engine::execute(const Lane& lane, store::MailboxId id,
     auto it = merged.find(key);
     if (it == merged.end()) co_return Error(Errc::internal, "store without a merged flag record");
     updates[s.on].push_back(
-        {s.uid, it->second, s.unchanged_since.value_or(seen[s.on].highestmodseq)});
+        {s.uid, it->second, s.unchanged_since.value_or(seen[s.on].highestmodseq), s.add, s.remove});
   }
   // Intent before effect: a STORE whose answer is lost leaves the flags changed on the server
   // with the pair's base unchanged, and the next run would take our own change for the user's

@@ -197,5 +197,13 @@ TEST(UidSet, MergesTouchingRangesAndHandlesTheLargestUid) {
   EXPECT_TRUE(set.contains(4000000000u));
 }
 
+TEST(UidSet, AbsentBelowIsWhatAListingLacks) {
+  EXPECT_EQ(absent_below({2, 5, 6, 9}, 9).ranges(),
+            (std::vector<UidSet::Range>{{1, 1}, {3, 4}, {7, 8}}));
+  EXPECT_EQ(absent_below({}, 4).ranges(), (std::vector<UidSet::Range>{{1, 3}}));
+  EXPECT_TRUE(absent_below({1, 2, 3}, 4).empty());
+  EXPECT_TRUE(absent_below({}, 1).empty());
+}
+
 }  // namespace
 }  // namespace twinbox::sync

@@ -464,7 +464,6 @@ asio::awaitable<Result<SideObservation>> ImapStore::observe(const std::string& i
     if (!fetch) co_return fetch.error();
     ids.insert(ids.end(), fetch->begin(), fetch->end());
   }
-  listed_flags_.clear();
   std::set<Uid> present;  // plain listing: the UIDs below `from` that exist
   if (!ids.empty()) {
     auto fetched = co_await client_->wait_all(std::move(ids));
@@ -479,7 +478,6 @@ asio::awaitable<Result<SideObservation>> ImapStore::observe(const std::string& i
         }
         auto* f = std::get_if<imap::FetchData>(&response.data);
         if (f == nullptr || !f->uid) continue;
-        if (tier_ == Tier::plain && f->flags) listed_flags_[*f->uid] = canonical(*f->flags);
         if (*f->uid < from) {
           // "n:*" always names the last message, even below n (RFC 9051 §6.4.8); and a flag
           // change by another client may arrive meanwhile: keep it, HIGHESTMODSEQ covers it.
@@ -512,12 +510,7 @@ asio::awaitable<Result<SideObservation>> ImapStore::observe(const std::string& i
     // other side.
     Status whole = listing_is_whole(*name, present.size() + observation.changes.added.size());
     if (!whole) co_return whole.error();
-    Uid next_present = 1;
-    for (Uid uid : present) {
-      if (uid > next_present) observation.vanished_set.add(next_present, uid - 1);
-      next_present = uid + 1;
-    }
-    if (from > next_present) observation.vanished_set.add(next_present, from - 1);
+    observation.vanished_set = absent_below(present, from);
   }
   observation.highestmodseq = highestmodseq();
   observation.exists = s.mailbox() ? s.mailbox()->exists : 0;
@@ -768,14 +761,6 @@ struct FlagChange {
   friend bool operator<(const FlagChange& a, const FlagChange& b) { return a.key() < b.key(); }
 };
 
-FlagSet without(const FlagSet& from, const FlagSet& removed) {
-  FlagSet out;
-  for (const auto& f : from) {
-    if (std::find(removed.begin(), removed.end(), f) == removed.end()) out.push_back(f);
-  }
-  return out;
-}
-
 }  // namespace
 
 asio::awaitable<Result<std::set<Uid>>> ImapStore::set_flags(
@@ -783,20 +768,15 @@ asio::awaitable<Result<std::set<Uid>>> ImapStore::set_flags(
   auto& s = client_->session();
   std::map<FlagChange, std::vector<Uid>> groups;
   for (const auto& u : updates) {
-    auto listed = listed_flags_.find(u.uid);
-    if (tier_ != Tier::plain || listed == listed_flags_.end()) {
-      FlagChange change{imap::cmd::StoreMode::replace, u.flags, std::nullopt};
-      if (tier_ != Tier::plain) change.unchanged_since = u.unchanged_since;
-      groups[change].push_back(u.uid);
+    if (tier_ != Tier::plain) {
+      groups[{imap::cmd::StoreMode::replace, u.flags, u.unchanged_since}].push_back(u.uid);
       continue;
     }
     // Plain: no conditional STORE, so only the difference is sent and another client's change
     // to other flags since the listing survives.
-    const FlagSet added = without(u.flags, listed->second);
-    const FlagSet removed = without(listed->second, u.flags);
-    if (!added.empty()) groups[{imap::cmd::StoreMode::add, added, std::nullopt}].push_back(u.uid);
-    if (!removed.empty()) {
-      groups[{imap::cmd::StoreMode::remove, removed, std::nullopt}].push_back(u.uid);
+    if (!u.add.empty()) groups[{imap::cmd::StoreMode::add, u.add, std::nullopt}].push_back(u.uid);
+    if (!u.remove.empty()) {
+      groups[{imap::cmd::StoreMode::remove, u.remove, std::nullopt}].push_back(u.uid);
     }
   }
   std::vector<imap::CommandId> ids;
@@ -960,10 +940,6 @@ asio::awaitable<Result<FullObservation>> ImapStore::observe_all(const std::strin
     out.messages = std::move(*all);
     std::sort(out.messages.begin(), out.messages.end(),
               [](const MessageSummary& a, const MessageSummary& b) { return a.uid < b.uid; });
-  }
-  listed_flags_.clear();
-  if (tier_ == Tier::plain) {
-    for (const auto& m : out.messages) listed_flags_[m.uid] = m.flags;
   }
   out.state.highestmodseq = highestmodseq();
   out.state.exists = s.mailbox() ? s.mailbox()->exists : 0;

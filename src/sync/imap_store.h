@@ -75,7 +75,7 @@ class ImapStore : public MailStore {
   // UID STORE uids (UNCHANGEDSINCE m) FLAGS.SILENT (flags): one command replaces the flags (two,
   // +FLAGS then -FLAGS, would fail the second on the modseq the first one raised). Messages with
   // the same flags and bound share one UID STORE; all are pipelined (one round trip).
-  // Tier::plain has no bound: +FLAGS/-FLAGS of the difference from the flags observe() listed.
+  // Tier::plain has no bound: +FLAGS/-FLAGS of the update's difference.
   asio::awaitable<Result<std::set<Uid>>> set_flags(const std::vector<FlagUpdate>& updates) override;
   // UID STORE +FLAGS.SILENT (\Deleted) then UID EXPUNGE of exactly `uids`, pipelined.
   asio::awaitable<Status> expunge(const std::vector<Uid>& uids) override;
@@ -151,7 +151,6 @@ class ImapStore : public MailStore {
   std::optional<imap::CommandId> idle_;
   Tier tier_ = Tier::qresync;
   std::optional<Uid> fallback_uidnext_;  // the selected mailbox's, when SELECT did not say
-  std::map<Uid, FlagSet> listed_flags_;  // Tier::plain: what observe() listed (set_flags deltas)
 };
 
 // Connects to the configured servers: net::Client::connect, then prepare().

@@ -121,7 +121,8 @@ TEST(ImapStoreTiers, PlainListsEveryFlagAndStoresDifferences) {
   EXPECT_EQ(seen->changes.flags.size(), 2u);
   EXPECT_TRUE(seen->changes.modseq.empty());
   EXPECT_EQ(seen->highestmodseq, 0u);
-  const std::vector<FlagUpdate> updates = {{1, {"\\Flagged", "\\Seen"}, 0}};
+  const std::vector<FlagUpdate> updates = {
+      {1, {"\\Flagged", "\\Seen"}, 0, {"\\Flagged"}, {"$Work"}}};
   auto modified = net::run_coroutine(store->set_flags(updates));
   ASSERT_TRUE(modified.ok()) << modified.error().to_string();
   EXPECT_TRUE(modified->empty());

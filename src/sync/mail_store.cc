@@ -36,6 +36,17 @@ void UidSet::add(const UidSet& other) {
   for (const auto& r : other.ranges_) add(r.first, r.last);
 }
 
+UidSet absent_below(const std::set<Uid>& present, Uid below) {
+  UidSet absent;
+  Uid next = 1;  // the lowest UID not yet accounted for
+  for (auto it = present.begin(); it != present.end() && *it < below; ++it) {
+    if (*it > next) absent.add(next, *it - 1);
+    next = *it + 1;
+  }
+  if (below > next) absent.add(next, below - 1);
+  return absent;
+}
+
 bool UidSet::contains(Uid uid) const {
   auto it = std::lower_bound(ranges_.begin(), ranges_.end(), uid,
                              [](const Range& r, Uid v) { return r.last < v; });

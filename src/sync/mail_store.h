@@ -66,6 +66,10 @@ class UidSet {
   std::vector<Range> ranges_;  // sorted, disjoint, non-adjacent
 };
 
+// The UIDs from 1 to below-1 that `present` lacks: what a listing of every message below a
+// recorded UIDNEXT says was expunged.
+UidSet absent_below(const std::set<Uid>& present, Uid below);
+
 struct ListedMailbox {
   std::string name;  // internal name: UTF-8, reference stripped, delimiter replaced by '\0'
   std::string wire;  // the name as the server sent it, for messages
@@ -141,11 +145,14 @@ struct Settled {
   std::uint32_t exists = 0;  // the message count after both
 };
 
-// Replace a message's flags, unless it changed after `unchanged_since` (RFC 7162 §3.1.3).
+// Replace a message's flags, unless it changed after `unchanged_since` (RFC 7162 §3.1.3). A
+// store without conditional STORE (Tier::plain) applies the difference from the flags the side
+// showed instead (the planner's StoreAction), so another client's change to others survives.
 struct FlagUpdate {
   Uid uid = 0;
   FlagSet flags;
   ModSeq unchanged_since = 0;
+  FlagSet add, remove;
 };
 
 // A message body handed out in pieces (never all in memory), for streamed copies and hashes.

@@ -218,7 +218,6 @@ asio::awaitable<Result<SideObservation>> MemoryStore::observe(const std::string&
     // listed, as a plain server does.
     const bool tracked = recorded.uidvalidity && recorded.uidnext;
     const bool by_modseq = tier_ != Tier::plain && recorded.highestmodseq.value_or(0) > 0;
-    listed_flags_.clear();
     if (tracked && by_modseq) {
       const ModSeq since = *recorded.highestmodseq;
       o.expunges_reported = tier_ == Tier::qresync;
@@ -238,17 +237,13 @@ asio::awaitable<Result<SideObservation>> MemoryStore::observe(const std::string&
         o.changes.modseq[box->uidnext + 7] = box->highestmodseq;
       }
     } else if (tracked) {
-      Uid next_present = 1;  // every UID below `from` not listed vanished
+      std::set<Uid> present;  // every UID below `from` not listed vanished
       for (auto it = box->messages.begin(); it != box->messages.end() && it->first < from; ++it) {
-        if (it->first > next_present) o.vanished_set.add(next_present, it->first - 1);
-        next_present = it->first + 1;
+        present.insert(it->first);
         o.changes.flags[it->first] = it->second.flags;
         if (tier_ != Tier::plain) o.changes.modseq[it->first] = it->second.modseq;
       }
-      if (from > next_present) o.vanished_set.add(next_present, from - 1);
-    }
-    if (tier_ == Tier::plain) {
-      for (const auto& [uid, m] : box->messages) listed_flags_[uid] = m.flags;
+      o.vanished_set = absent_below(present, from);
     }
     for (auto it = box->messages.lower_bound(recorded.uidnext.value_or(1));
          it != box->messages.end(); ++it) {
@@ -280,11 +275,7 @@ asio::awaitable<Result<FullObservation>> MemoryStore::observe_all(const std::str
     out.state.uidnext = box->uidnext;
     out.state.highestmodseq = tier_ == Tier::plain ? 0 : box->highestmodseq;
     out.state.exists = static_cast<std::uint32_t>(box->messages.size());
-    listed_flags_.clear();
-    for (const auto& [uid, m] : box->messages) {
-      out.messages.push_back(summary_of(uid, m));
-      if (tier_ == Tier::plain) listed_flags_[uid] = m.flags;
-    }
+    for (const auto& [uid, m] : box->messages) out.messages.push_back(summary_of(uid, m));
     return ok_status();
   });
   if (!done) co_return done.error();
@@ -441,24 +432,15 @@ asio::awaitable<Result<std::set<Uid>>> MemoryStore::set_flags(
       auto it = box->messages.find(u.uid);
       if (it == box->messages.end()) continue;  // expunged meanwhile: nothing to store
       if (tier_ == Tier::plain) {
-        // +FLAGS/-FLAGS of the difference from what was listed: another client's change to
-        // other flags meanwhile survives.
-        auto listed = listed_flags_.find(u.uid);
-        if (listed == listed_flags_.end()) {
-          it->second.flags = u.flags;
-        } else {
-          std::set<std::string> now(it->second.flags.begin(), it->second.flags.end());
-          for (const auto& f : listed->second) {
-            if (std::find(u.flags.begin(), u.flags.end(), f) == u.flags.end()) now.erase(f);
-          }
-          for (const auto& f : u.flags) {
-            if (std::find(listed->second.begin(), listed->second.end(), f) ==
-                listed->second.end()) {
-              now.insert(f);
-            }
-          }
-          it->second.flags = canonical(FlagSet(now.begin(), now.end()));
+        // +FLAGS/-FLAGS of the difference: another client's change to other flags survives.
+        FlagSet now;
+        for (const auto& f : it->second.flags) {
+          if (!has_flag(u.remove, f)) now.push_back(f);
         }
+        for (const auto& f : u.add) {
+          if (!has_flag(now, f)) now.push_back(f);
+        }
+        it->second.flags = canonical(std::move(now));
         it->second.modseq = ++box->highestmodseq;
         continue;
       }

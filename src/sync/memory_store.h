@@ -162,8 +162,6 @@ class MemoryStore : public MailStore {
   char delimiter_;
   Tier tier_;
   std::string selected_;
-  // Tier::plain: the flags observe() listed, from which set_flags() computes its deltas.
-  std::map<Uid, FlagSet> listed_flags_;
   bool dropped_ = false;
   bool closed_ = false;
   ModSeq last_reported_modseq_ = 0;

@@ -1342,13 +1342,15 @@ void SyncPair::restart(Side side, const dovecot::Options& lab_options) {
   write_config();
 }
 
-std::vector<std::string> SyncPair::environment() const {
+std::vector<std::string> SyncPair::environment() const { return twinbox_environment(dir_); }
+
+std::vector<std::string> twinbox_environment(const std::string& dir) {
   const char* path = std::getenv("PATH");
   std::vector<std::string> env = {
       fmt::format("PATH={}", path != nullptr && *path ? path : "/usr/sbin:/usr/bin:/sbin:/bin"),
-      fmt::format("HOME={}/home", dir_),
-      fmt::format("XDG_CONFIG_HOME={}/xdg-config", dir_),
-      fmt::format("XDG_DATA_HOME={}/xdg-data", dir_),
+      fmt::format("HOME={}/home", dir),
+      fmt::format("XDG_CONFIG_HOME={}/xdg-config", dir),
+      fmt::format("XDG_DATA_HOME={}/xdg-data", dir),
   };
   for (const char* pass : {"TMPDIR", "TZ", "LANG", "LC_ALL", "ASAN_OPTIONS", "UBSAN_OPTIONS",
                            "LSAN_OPTIONS", "LLVM_PROFILE_FILE"}) {

@@ -188,6 +188,10 @@ struct RunOptions {
 RunResult run_process(const std::vector<std::string>& argv, const std::vector<std::string>& env,
                       const RunOptions& options);
 
+// The environment twinbox runs with in the tests: PATH, HOME and XDG directories under `dir`,
+// and the sanitizer, locale and TMPDIR variables passed through.
+std::vector<std::string> twinbox_environment(const std::string& dir);
+
 // Exit status 0, no timeout, not killed; else the run's description.
 testing::AssertionResult ran_ok(const RunResult& result);
 

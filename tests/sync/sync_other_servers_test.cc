@@ -112,12 +112,7 @@ class SyncOtherServers : public ::testing::TestWithParam<Kind> {
                 std::vector<std::string> extra_env = {}) const {
     std::vector<std::string> argv = {SyncPair::twinbox_binary(), "--config", config_path()};
     argv.insert(argv.end(), args.begin(), args.end());
-    const char* path = std::getenv("PATH");
-    std::vector<std::string> env = {std::string("PATH=") + (path ? path : "/usr/bin:/bin"),
-                                    "HOME=" + dir_};
-    for (const char* pass : {"TMPDIR", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"}) {
-      if (const char* value = std::getenv(pass)) env.push_back(fmt::format("{}={}", pass, value));
-    }
+    std::vector<std::string> env = twinbox_environment(dir_);
     env.insert(env.end(), extra_env.begin(), extra_env.end());
     RunOptions options;
     options.timeout = std::chrono::seconds(120);
