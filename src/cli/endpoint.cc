@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "base/secret_command.h"
+
 namespace twinbox::cli {
 
 bool on_this_machine(const config::EndpointConfig& side) {
@@ -24,10 +26,9 @@ Result<net::Endpoint> make_endpoint(const config::EndpointConfig& side, bool deb
       e.type = net::EndpointType::tunnel;
       break;
   }
-  if (side.proxy) {
-    return Error(Errc::config, fmt::format("{}: proxy is not supported yet by twinbox; remove "
-                                           "the proxy key or use a tunnel command",
-                                           side.name));
+  if (side.proxy_uri && side.type != config::EndpointType::tunnel) {
+    const config::ProxyUri& p = *side.proxy_uri;
+    e.proxy = net::Socks5Proxy{p.proxy_resolves, p.host, p.port, p.username, p.password};
   }
   e.host = config::host_ip_literal(side.host).value_or(side.host);
   e.port = side.port;
@@ -38,13 +39,16 @@ Result<net::Endpoint> make_endpoint(const config::EndpointConfig& side, bool deb
   e.null_stderr = side.null_stderr && !debug;
   e.auth = side.auth;
   e.username = side.username;
+  e.command_timeout = side.command_timeout;
   if (side.password_command) {
-    auto password = config::run_password_command(*side.password_command);
+    auto password = run_secret_command({fmt::format("{}: password-command", side.name),
+                                        *side.password_command, side.command_timeout});
     if (!password) return password.error();
     e.password = std::move(*password);
   } else if (side.password) {
     e.password = *side.password;
   }
+  if (side.token_command) e.token_command = *side.token_command;
   e.tls.verify = side.ssl_verify;
   e.tls.ca_file = side.ssl_ca_file;
   e.tls.ca_path = side.ssl_ca_path;

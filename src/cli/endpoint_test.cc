@@ -56,5 +56,33 @@ TEST(EndpointCompress, TunnelIsOnThisMachine) {
   EXPECT_FALSE(make_endpoint(config->remote, false)->compress);
 }
 
+TEST(EndpointProxy, SocksUriBecomesTheEndpointsProxy) {
+  EXPECT_FALSE(endpoint_for("host = imap.example.org\n").proxy);
+  const auto e = endpoint_for("host = imap.example.org\nproxy = socks5h://tor:pw@127.0.0.1:9050\n");
+  ASSERT_TRUE(e.proxy);
+  EXPECT_TRUE(e.proxy->proxy_resolves);
+  EXPECT_EQ(e.proxy->host, "127.0.0.1");
+  EXPECT_EQ(e.proxy->port, "9050");
+  EXPECT_EQ(e.proxy->username, "tor");
+  EXPECT_EQ(e.proxy->password, "pw");
+  EXPECT_EQ(e.host, "imap.example.org");
+}
+
+// The token command is run at login, not when the endpoint is made; the password command now.
+TEST(EndpointCredentials, TokenCommandIsKeptForEachLogin) {
+  const auto e = endpoint_for(
+      "host = imap.example.org\nauth = OAUTHBEARER\ntoken-command = exit 1\n"
+      "credential-command-timeout = 5\n");
+  EXPECT_EQ(e.token_command, "exit 1");
+  EXPECT_EQ(e.command_timeout, std::chrono::seconds(5));
+  auto config = config::parse_config(
+      "[local]\ntype = tunnel\ncommand = t\n[remote]\npassword-command = echo pw; exit 7\n",
+      "config", test_env());
+  ASSERT_TRUE(config.ok());
+  auto failed = make_endpoint(config->remote, false);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.error().message, "remote: password-command failed with exit status 7");
+}
+
 }  // namespace
 }  // namespace twinbox::cli

@@ -147,6 +147,8 @@ asio::awaitable<int> run_sync(asio::io_context& io, const config::Config& config
   engine_options.jobs = static_cast<std::size_t>(options.jobs);
   if (options.watch) engine_options.watch = std::chrono::seconds(*options.watch);
   engine_options.notify = options.notify;
+  engine_options.renewable_credentials =
+      config.local.token_command.has_value() || config.remote.token_command.has_value();
   sync::ImapConnector connector(
       std::move(endpoints), {config.local.list_reference, config.remote.list_reference},
       {tier_limit(config.local.change_detection), tier_limit(config.remote.change_detection)});

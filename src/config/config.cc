@@ -187,6 +187,23 @@ std::optional<Problem> check_command_line(std::string_view v) {
   return std::nullopt;
 }
 
+// Seconds a password-command or token-command may run.
+std::optional<Problem> check_command_timeout(std::string_view v) {
+  const bool digits = !v.empty() && v.size() <= 4 &&
+                      std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; });
+  if (!digits || std::stoul(std::string(v)) < 1 || std::stoul(std::string(v)) > 3600) {
+    return Problem{"expected a number of seconds from 1 to 3600"};
+  }
+  return std::nullopt;
+}
+
+std::optional<Problem> check_proxy(std::string_view v) {
+  if (auto p = check_text(v)) return p;
+  auto parsed = parse_proxy(v);
+  if (!parsed) return Problem{parsed.error().message, parsed.error().offset, 1};
+  return std::nullopt;
+}
+
 std::optional<Problem> check_host(std::string_view v) {
   if (auto p = check_text(v)) return p;
   if (v.size() >= 2 && v.front() == '[' && v.back() == ']' && !host_ip_literal(v)) {
@@ -203,9 +220,9 @@ std::optional<Problem> check_auth(std::string_view v) {
       if (!is_atom_char(word[i])) return Problem{"invalid character in mechanism name", pos + i, 1};
     }
     const std::string upper = to_upper(word);
-    if (upper != "PLAIN" && upper != "LOGIN") {
-      return Problem{fmt::format("unsupported authentication mechanism '{}': only PLAIN and LOGIN "
-                                 "are supported",
+    if (upper != "PLAIN" && upper != "LOGIN" && !is_oauth_mechanism(upper)) {
+      return Problem{fmt::format("unsupported authentication mechanism '{}': twinbox supports "
+                                 "PLAIN, LOGIN, XOAUTH2 and OAUTHBEARER",
                                  word),
                      pos, word.size()};
     }
@@ -304,7 +321,8 @@ constexpr KeySpec kKeys[] = {
     {"type", check_type, false, false},
     {"host", check_host, false, false},
     {"port", check_text, false, false},
-    {"proxy", check_text, false, false},
+    // Its user:password part is a secret: values are never echoed.
+    {"proxy", check_proxy, false, true},
     {"command", check_text, false, false},
     {"STARTTLS", check_yes_no, false, false},
     {"auth", check_auth, false, false},
@@ -326,6 +344,8 @@ constexpr KeySpec kKeys[] = {
     {"password-command", check_text, false, true},
     {"change-detection", check_change_detection, false, false},
     {"max-command-line", check_command_line, false, false},
+    {"token-command", check_text, false, true},
+    {"credential-command-timeout", check_command_timeout, false, false},
 };
 
 const KeySpec* find_key(std::string_view key) {
@@ -486,6 +506,11 @@ Result<EndpointConfig> build_endpoint(const std::string& file, std::string_view 
       ep.password_command = v;
     } else if (key == "proxy") {
       ep.proxy = v;
+      ep.proxy_uri = *parse_proxy(v);
+    } else if (key == "token-command") {
+      ep.token_command = v;
+    } else if (key == "credential-command-timeout") {
+      ep.command_timeout = std::chrono::seconds(std::stoul(v));
     } else if (key == "SSL_verify") {
       ep.ssl_verify = yes(v);
     } else if (key == "SSL_fingerprint") {
@@ -518,6 +543,22 @@ Result<EndpointConfig> build_endpoint(const std::string& file, std::string_view 
   if (!port_set) {
     ep.port = ep.type == EndpointType::imaps ? "993" : ep.type == EndpointType::imap ? "143" : "";
   }
+  const bool oauth = std::any_of(ep.auth.begin(), ep.auth.end(), is_oauth_mechanism);
+  if (oauth && !ep.token_command) {
+    const IniEntry& auth = *merged.at("auth").entry;
+    return Error(Errc::config,
+                 diagnostic(file, auth.line,
+                            fmt::format("XOAUTH2 and OAUTHBEARER need a 'token-command' in {} (a "
+                                        "command that prints an access token)",
+                                        where(name)),
+                            auth.text, auth.value_pos, auth.value.size()));
+  }
+  if (!oauth && ep.token_command && !merged.at("token-command").inherited) {
+    warn_at(file, ep.line_of("token-command"),
+            fmt::format("token-command in {} is not used: auth names neither XOAUTH2 nor "
+                        "OAUTHBEARER",
+                        where(name)));
+  }
   if (ep.type == EndpointType::tunnel && ep.command.empty()) {
     const IniEntry& type = *merged.at("type").entry;
     return Error(
@@ -543,6 +584,65 @@ Result<std::string> xdg_base(const std::optional<std::string>& xdg, const Enviro
 }
 
 }  // namespace
+
+bool is_oauth_mechanism(std::string_view mechanism) {
+  return mechanism == "XOAUTH2" || mechanism == "OAUTHBEARER";
+}
+
+Result<ProxyUri> parse_proxy(std::string_view uri) {
+  const auto problem = [&](std::string message, std::size_t at) {
+    return Error(Errc::config, std::move(message), std::string(), at);
+  };
+  ProxyUri out;
+  const std::size_t colon_slashes = uri.find("://");
+  if (colon_slashes == std::string_view::npos) {
+    return problem("expected socks5://[user:password@]host[:port] or socks5h://...", 0);
+  }
+  const std::string_view scheme = uri.substr(0, colon_slashes);
+  if (scheme == "socks5h") {
+    out.proxy_resolves = true;
+  } else if (scheme != "socks5") {
+    return problem(fmt::format("unsupported proxy scheme '{}': use socks5 or socks5h", scheme), 0);
+  }
+  std::size_t at = colon_slashes + 3;
+  std::string_view rest = uri.substr(at);
+  if (const std::size_t last_at = rest.rfind('@'); last_at != std::string_view::npos) {
+    const std::string_view userpass = rest.substr(0, last_at);
+    const std::size_t colon = userpass.find(':');
+    out.username = std::string(userpass.substr(0, colon));
+    if (colon != std::string_view::npos) out.password = std::string(userpass.substr(colon + 1));
+    if (out.username.empty() || out.username.size() > 255 || out.password.size() > 255) {
+      return problem("proxy user name must be 1 to 255 octets, and the password at most 255", at);
+    }
+    at += last_at + 1;
+    rest = rest.substr(last_at + 1);
+  }
+  std::size_t host_end = 0;
+  if (!rest.empty() && rest.front() == '[') {
+    host_end = rest.find(']');
+    if (host_end == std::string_view::npos || !host_ip_literal(rest.substr(0, host_end + 1))) {
+      return problem("a proxy host in brackets must be an IPv6 or IPv4 address", at);
+    }
+    out.host = std::string(rest.substr(1, host_end - 1));
+    ++host_end;
+  } else {
+    host_end = std::min(rest.find(':'), rest.size());
+    out.host = std::string(rest.substr(0, host_end));
+  }
+  if (out.host.empty()) return problem("the proxy URI has no host", at);
+  if (host_end < rest.size()) {
+    const std::string_view port = rest.substr(host_end + 1);
+    const bool alnum = !port.empty() && std::all_of(port.begin(), port.end(), [](char c) {
+      return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    });
+    if (rest[host_end] != ':' || !alnum) {
+      return problem("expected ':' and a port number or service name after the proxy host",
+                     at + host_end);
+    }
+    out.port = std::string(port);
+  }
+  return out;
+}
 
 std::string_view to_string(EndpointType type) {
   switch (type) {
@@ -899,6 +999,9 @@ Result<Config> load_config(const std::string& path, const Environment& env) {
   }
   for (const auto* side : {&config->local, &config->remote}) {
     if (side->password) Log::instance().add_secret(*side->password);
+    if (side->proxy_uri && !side->proxy_uri->password.empty()) {
+      Log::instance().add_secret(side->proxy_uri->password);
+    }
   }
   return config;
 }
@@ -946,6 +1049,7 @@ std::string to_string(const EndpointConfig& e) {
   if (!e.username.empty()) line("username", e.username);
   if (e.password) line("password", "<redacted>");
   if (e.password_command) line("password-command", "<redacted>");
+  if (e.token_command) line("token-command", "<redacted>");
   line("compress", yes_no(e.compress));
   if (!e.list_reference.empty()) line("list-reference", e.list_reference);
   if (e.change_detection != "auto") line("change-detection", e.change_detection);

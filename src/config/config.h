@@ -15,11 +15,17 @@
 //   * password-command: a shell command whose first output line is the password
 //     (run_password_command); mutually exclusive with password in the same section. A section's
 //     own password or password-command replaces the other one inherited from the default section.
+//   * token-command: a shell command whose first output line is an OAuth 2.0 access token, for
+//     auth = XOAUTH2 / OAUTHBEARER; run at each login, so a helper that refreshes tokens works in
+//     --watch. credential-command-timeout (seconds, default 60) bounds both commands.
 //   * --config and the default paths live under twinbox/ instead of interimap/, and a leading
 //     "~" or "~/" in --config is expanded from $HOME.
 //
 // Stricter than InterIMAP (it would fail later, at connect time, or send a broken command):
-//   * auth lists only PLAIN and LOGIN (InterIMAP fails only if an unsupported one is chosen);
+//   * auth lists only PLAIN, LOGIN, XOAUTH2 and OAUTHBEARER (InterIMAP, which has only the first
+//     two, fails only if an unsupported one is chosen);
+//   * proxy must be a socks5:// or socks5h:// URI of InterIMAP's form (InterIMAP checks it when
+//     connecting), with RFC 1929's 255-octet bounds on the credentials;
 //   * SSL_protocol_min/max must name SSLv3, TLSv1, TLSv1.1, TLSv1.2 or TLSv1.3;
 //   * a bracketed host must be an IPv4 or IPv6 literal;
 //   * type=tunnel needs a command.
@@ -28,6 +34,7 @@
 // U+0080-U+009F) are refused.
 #pragma once
 
+#include <chrono>
 #include <map>
 #include <optional>
 #include <string>
@@ -40,6 +47,23 @@ namespace twinbox::config {
 
 enum class EndpointType { imap, imaps, tunnel };
 std::string_view to_string(EndpointType type);
+
+// InterIMAP's `proxy`: socks5://[user:pass@]host[:port] (this side resolves the IMAP server's
+// name) or socks5h://... (the proxy resolves it); the port defaults to 1080 and may be a service
+// name; an IPv6 proxy address goes in brackets. As InterIMAP reads it: the credentials run up to
+// the last "@" and split at the first ":"; no percent-decoding.
+struct ProxyUri {
+  bool proxy_resolves = false;  // socks5h
+  std::string host;             // without brackets
+  std::string port = "1080";
+  std::string username, password;  // RFC 1929; empty username: no authentication offered
+};
+
+// Errc::config with Error::offset at the offending byte. The two schemes are the only ones.
+Result<ProxyUri> parse_proxy(std::string_view uri);
+
+// XOAUTH2 or OAUTHBEARER (upper-case names), the mechanisms that take a token, not a password.
+bool is_oauth_mechanism(std::string_view mechanism);
 
 // One side: the merged [local] or [remote] settings.
 struct EndpointConfig {
@@ -55,9 +79,13 @@ struct EndpointConfig {
   std::string username;                             // empty: unset
   std::optional<std::string> password;
   std::optional<std::string> password_command;
-  // SOCKS5 proxy URI, stored as written. NOT IMPLEMENTED YET: the connection layer must refuse
-  // to connect when this is set rather than silently bypass the proxy.
-  std::optional<std::string> proxy;
+  std::optional<std::string> proxy;   // the SOCKS5 proxy URI as written (see parse_proxy)
+  std::optional<ProxyUri> proxy_uri;  // the same, parsed
+  // twinbox's `token-command`: prints an OAuth 2.0 access token for XOAUTH2/OAUTHBEARER; run at
+  // each login. Required when auth names one of them.
+  std::optional<std::string> token_command;
+  // twinbox's `credential-command-timeout`: how long password-command and token-command may run.
+  std::chrono::seconds command_timeout{60};
 
   // TLS (type=imaps, or imap with STARTTLS).
   bool ssl_verify = true;
@@ -145,11 +173,6 @@ std::string expand_log_prefix(std::string_view format, std::string_view name,
 
 // If `host` is an IP literal, bare or in brackets, the address without brackets.
 std::optional<std::string> host_ip_literal(std::string_view host);
-
-// Runs `command` with /bin/sh -c (stdin and stderr inherited) and returns the first line of its
-// output without the line terminator. A non-zero exit, a signal or an empty first line is an
-// error naming the command, never the output. The password is registered as a log secret.
-Result<std::string> run_password_command(const std::string& command);
 
 // Settings for --debug: every secret is shown as "<redacted>" (passwords, password-command,
 // proxy credentials).

@@ -377,9 +377,9 @@ INSTANTIATE_TEST_SUITE_P(
                   "config:5: invalid value for 'compress' in [remote]: expected YES or NO\n"
                   "compress = 1\n"
                   "           ^"},
-        ErrorCase{"only PLAIN and LOGIN", remote_with("auth = CRAM-MD5 PLAIN\n"),
+        ErrorCase{"only PLAIN, LOGIN and the OAuth ones", remote_with("auth = CRAM-MD5 PLAIN\n"),
                   "config:5: invalid value for 'auth' in [remote]: unsupported authentication "
-                  "mechanism 'CRAM-MD5': only PLAIN and LOGIN are supported\n"
+                  "mechanism 'CRAM-MD5': twinbox supports PLAIN, LOGIN, XOAUTH2 and OAUTHBEARER\n"
                   "auth = CRAM-MD5 PLAIN\n"
                   "       ^~~~~~~~"},
         ErrorCase{"auth needs single spaces", remote_with("auth = PLAIN  LOGIN\n"),
@@ -456,6 +456,27 @@ INSTANTIATE_TEST_SUITE_P(
                   "[remote]\n"
                   "password-command = <redacted>\n"
                   "^~~~~~~~~~~~~~~~"},
+        ErrorCase{"an OAuth mechanism needs a token-command", remote_with("auth = XOAUTH2\n"),
+                  "config:5: XOAUTH2 and OAUTHBEARER need a 'token-command' in [remote] (a "
+                  "command that prints an access token)\n"
+                  "auth = XOAUTH2\n"
+                  "       ^~~~~~~"},
+        ErrorCase{"credential-command-timeout is bounded",
+                  remote_with("credential-command-timeout = 0\n"),
+                  "config:5: invalid value for 'credential-command-timeout' in [remote]: "
+                  "expected a number of seconds from 1 to 3600\n"
+                  "credential-command-timeout = 0\n"
+                  "                             ^"},
+        ErrorCase{"a proxy scheme other than SOCKS5", remote_with("proxy = http://u:pw@h:3128\n"),
+                  "config:5: invalid value for 'proxy' in [remote]: unsupported proxy scheme "
+                  "'http': use socks5 or socks5h\n"
+                  "proxy = <redacted>\n"
+                  "        ^~~~~~~~~~"},
+        ErrorCase{"a proxy port that is no port", remote_with("proxy = socks5h://u:pw@h:90 50\n"),
+                  "config:5: invalid value for 'proxy' in [remote]: expected ':' and a port "
+                  "number or service name after the proxy host\n"
+                  "proxy = <redacted>\n"
+                  "        ^~~~~~~~~~"},
         ErrorCase{"the first error in the file wins",
                   remote_with("SSL_verify = perhaps\n") + "[local]\nbogus = 1\n",
                   "config:5: invalid value for 'SSL_verify' in [remote]: expected YES or NO\n"
@@ -489,6 +510,48 @@ TEST(ConfigTest, SectionPasswordReplacesInheritedPasswordCommand) {
   EXPECT_EQ(c.local.password_command, "pass show mail");
   EXPECT_EQ(c.remote.password, "x");
   EXPECT_FALSE(c.remote.password_command);
+}
+
+TEST(ConfigTest, OauthWithTokenCommandAndTimeout) {
+  const Config c = parse_ok(
+      "token-command = oama access me@gmail.com\n[local]\n[remote]\nauth = OAUTHBEARER xoauth2\n"
+      "credential-command-timeout = 90\n");
+  EXPECT_EQ(c.remote.auth, (std::vector<std::string>{"OAUTHBEARER", "XOAUTH2"}));
+  EXPECT_EQ(c.remote.token_command, "oama access me@gmail.com");
+  EXPECT_EQ(c.remote.command_timeout, std::chrono::seconds(90));
+  EXPECT_EQ(c.local.command_timeout, std::chrono::seconds(60));
+  EXPECT_NE(to_string(c).find("token-command = <redacted>"), std::string::npos);
+  EXPECT_EQ(to_string(c).find("oama"), std::string::npos);
+}
+
+TEST(ConfigTest, ProxyUriAsInterimapReadsIt) {
+  auto p = parse_proxy("socks5h://localhost:9050");
+  ASSERT_TRUE(p.ok());
+  EXPECT_TRUE(p->proxy_resolves);
+  EXPECT_EQ(p->host, "localhost");
+  EXPECT_EQ(p->port, "9050");
+  EXPECT_EQ(p->username, "");
+  // Credentials up to the last "@", split at the first ":"; default port 1080.
+  p = parse_proxy("socks5://me@home:p:w@rd@10.0.0.1");
+  ASSERT_TRUE(p.ok());
+  EXPECT_FALSE(p->proxy_resolves);
+  EXPECT_EQ(p->username, "me@home");
+  EXPECT_EQ(p->password, "p:w@rd");
+  EXPECT_EQ(p->host, "10.0.0.1");
+  EXPECT_EQ(p->port, "1080");
+  p = parse_proxy("socks5h://[::1]:socks");
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->host, "::1");
+  EXPECT_EQ(p->port, "socks");
+  for (const char* bad :
+       {"localhost:9050", "socks4://h", "socks5://", "socks5://u:p@", "socks5://[nothost]:1",
+        "socks5://h:", "socks5://h:1:2", "socks5://:pw@h"}) {
+    EXPECT_FALSE(parse_proxy(bad).ok()) << bad;
+  }
+  const Config c = parse_ok(remote_with("proxy = socks5h://tor:s3cret@127.0.0.1:9050\n"));
+  ASSERT_TRUE(c.remote.proxy_uri);
+  EXPECT_EQ(c.remote.proxy_uri->password, "s3cret");
+  EXPECT_EQ(to_string(c).find("s3cret"), std::string::npos);
 }
 
 TEST(ConfigTest, InlineCommentCutsAPasswordAsInterimapDoes) {
@@ -705,51 +768,6 @@ TEST(EnvironmentTest, RelativeXdgVariablesAreIgnored) {
   ::unsetenv("XDG_CONFIG_HOME");
   ::unsetenv("XDG_DATA_HOME");
   if (old_home != nullptr) ::setenv("HOME", saved_home.c_str(), 1);
-}
-
-TEST(PasswordCommandTest, FirstLineOnly) {
-  auto r = run_password_command("printf 'secret\\nignored'");
-  ASSERT_TRUE(r.ok()) << r.error().message;
-  EXPECT_EQ(*r, "secret");
-}
-
-TEST(PasswordCommandTest, CrLfAndNoNewline) {
-  EXPECT_EQ(*run_password_command("printf 'pw1\\r\\n'"), "pw1");
-  EXPECT_EQ(*run_password_command("printf 'pw2'"), "pw2");
-}
-
-TEST(PasswordCommandTest, KeepsSpacesAndShellSyntaxWorks) {
-  EXPECT_EQ(*run_password_command("echo ' a b ' | tr a A"), " A b ");
-}
-
-TEST(PasswordCommandTest, LongOutputIsDrained) {
-  EXPECT_EQ(*run_password_command("{ echo long-output-pw; yes; } | head -c 300000"),
-            "long-output-pw");
-}
-
-TEST(PasswordCommandTest, FailureNamesTheCommandNotTheOutput) {
-  auto r = run_password_command("echo $((6*7)); exit 3");
-  ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.error().code, Errc::config);
-  EXPECT_EQ(r.error().message,
-            "password-command 'echo $((6*7)); exit 3' failed with exit status 3");
-}
-
-TEST(PasswordCommandTest, Signal) {
-  auto r = run_password_command("kill -9 $$");
-  ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.error().message, "password-command 'kill -9 $$' was killed by signal 9");
-}
-
-TEST(PasswordCommandTest, EmptyOutput) {
-  auto r = run_password_command("printf '\\nsecond line'");
-  ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.error().message, "password-command 'printf '\\nsecond line'' printed no password");
-}
-
-TEST(PasswordCommandTest, ThePasswordBecomesALogSecret) {
-  ASSERT_TRUE(run_password_command("echo 'pw-from-command-1234'").ok());
-  EXPECT_EQ(Log::instance().scrub("login pw-from-command-1234 ok"), "login <redacted> ok");
 }
 
 // A file in a fresh temporary directory, removed at the end of the test.

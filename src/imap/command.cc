@@ -1,5 +1,7 @@
 #include "imap/command.h"
 
+#include <string.h>
+
 #include <algorithm>
 #include <array>
 #include <cstring>
@@ -7,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include "base/base64.h"
 #include "imap/mailbox_name.h"
 
 namespace twinbox::imap {
@@ -480,29 +483,42 @@ std::string sasl_plain(std::string_view authzid, std::string_view user, std::str
   std::string raw;
   raw.reserve(authzid.size() + user.size() + password.size() + 2);
   raw.append(authzid).append(1, '\0').append(user).append(1, '\0').append(password);
-  static constexpr std::string_view kAlphabet =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((raw.size() + 2) / 3 * 4);
-  std::size_t i = 0;
-  for (; i + 3 <= raw.size(); i += 3) {
-    const std::uint32_t v = (static_cast<unsigned char>(raw[i]) << 16) |
-                            (static_cast<unsigned char>(raw[i + 1]) << 8) |
-                            static_cast<unsigned char>(raw[i + 2]);
-    out += kAlphabet[(v >> 18) & 0x3f];
-    out += kAlphabet[(v >> 12) & 0x3f];
-    out += kAlphabet[(v >> 6) & 0x3f];
-    out += kAlphabet[v & 0x3f];
+  std::string out = base64_encode(raw);
+  ::explicit_bzero(raw.data(), raw.size());
+  return out;
+}
+
+std::string sasl_oauthbearer(std::string_view user, std::string_view token, std::string_view host,
+                             std::string_view port) {
+  // RFC 7628 §3.1: gs2-header "n,a=user," then kvpairs separated by ^A, ending in ^A^A. The
+  // authzid's "," and "=" are escaped as in RFC 5801 §4 ("=2C", "=3D").
+  std::string authzid;
+  for (char c : user) {
+    if (c == ',') {
+      authzid += "=2C";
+    } else if (c == '=') {
+      authzid += "=3D";
+    } else {
+      authzid += c;
+    }
   }
-  const std::size_t rest = raw.size() - i;
-  if (rest > 0) {
-    std::uint32_t v = static_cast<unsigned char>(raw[i]) << 16;
-    if (rest == 2) v |= static_cast<unsigned char>(raw[i + 1]) << 8;
-    out += kAlphabet[(v >> 18) & 0x3f];
-    out += kAlphabet[(v >> 12) & 0x3f];
-    out += rest == 2 ? kAlphabet[(v >> 6) & 0x3f] : '=';
-    out += '=';
-  }
+  std::string raw = fmt::format(
+      "n,a={},\x01host={}\x01port={}\x01"
+      "auth=Bearer {}\x01\x01",
+      authzid, host, port, token);
+  std::string out = base64_encode(raw);
+  ::explicit_bzero(raw.data(), raw.size());
+  return out;
+}
+
+std::string sasl_xoauth2(std::string_view user, std::string_view token) {
+  // Google's XOAUTH2 (developers.google.com/gmail/imap/xoauth2-protocol), also Microsoft's.
+  std::string raw = fmt::format(
+      "user={}\x01"
+      "auth=Bearer {}\x01\x01",
+      user, token);
+  std::string out = base64_encode(raw);
+  ::explicit_bzero(raw.data(), raw.size());
   return out;
 }
 
@@ -534,21 +550,24 @@ Result<Command> login(std::string_view user, std::string_view password,
   return CommandBuilder("LOGIN", options).astring(user).astring(password, true).build();
 }
 
-Command authenticate_plain(std::string_view authzid, std::string_view user,
-                           std::string_view password, bool initial_response) {
+Command authenticate(std::string_view mechanism, std::string_view response, bool initial_response) {
   Command c = simple("AUTHENTICATE");
-  const std::string response = sasl_plain(authzid, user, password);
   if (initial_response) {
     // RFC 4959 §3: the initial response on the command line.
-    c.chunks.front().bytes = "AUTHENTICATE PLAIN ";
-    c.chunks.push_back(Chunk{response, false, true, false});
+    c.chunks.front().bytes = fmt::format("AUTHENTICATE {} ", mechanism);
+    c.chunks.push_back(Chunk{std::string(response), false, true, false});
     c.chunks.push_back(Chunk{"\r\n"});
   } else {
     // RFC 9051 §6.2.2: the server answers "+ " (empty challenge); the response follows it.
-    c.chunks.front().bytes = "AUTHENTICATE PLAIN\r\n";
-    c.chunks.push_back(Chunk{response + "\r\n", true, true, false});
+    c.chunks.front().bytes = fmt::format("AUTHENTICATE {}\r\n", mechanism);
+    c.chunks.push_back(Chunk{std::string(response) + "\r\n", true, true, false});
   }
   return c;
+}
+
+Command authenticate_plain(std::string_view authzid, std::string_view user,
+                           std::string_view password, bool initial_response) {
+  return authenticate("PLAIN", sasl_plain(authzid, user, password), initial_response);
 }
 
 Result<Command> enable(const std::vector<std::string>& capabilities) {

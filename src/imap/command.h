@@ -192,6 +192,13 @@ Result<std::vector<Command>> split_by_set(
 // caller can register it with Log::add_secret.
 std::string sasl_plain(std::string_view authzid, std::string_view user, std::string_view password);
 
+// The OAuth 2.0 bearer-token responses, base64-encoded, for the caller to register as secrets:
+// OAUTHBEARER (RFC 7628 §3.1: gs2 header with the user as authzid, host, port, "auth=Bearer
+// TOKEN") and XOAUTH2 (Google's and Microsoft's: "user=U^Aauth=Bearer TOKEN^A^A").
+std::string sasl_oauthbearer(std::string_view user, std::string_view token, std::string_view host,
+                             std::string_view port);
+std::string sasl_xoauth2(std::string_view user, std::string_view token);
+
 // ---------------------------------------------------------------------------------------------
 // The commands twinbox sends. Pure functions: capability checks are Session's job.
 namespace cmd {
@@ -208,8 +215,9 @@ Command id_nil();            // RFC 2971: "ID NIL", never "ID ()" (rejected by s
 // LOGIN user password; the password chunk is secret.
 Result<Command> login(std::string_view user, std::string_view password, const WireOptions& options);
 
-// AUTHENTICATE PLAIN: with an initial response (SASL-IR, RFC 4959) on the command line, or
-// without it as a secret chunk that waits for the server's "+".
+// AUTHENTICATE mechanism with one (already base64) response: as an initial response (SASL-IR,
+// RFC 4959) on the command line, or as a secret chunk that waits for the server's "+".
+Command authenticate(std::string_view mechanism, std::string_view response, bool initial_response);
 Command authenticate_plain(std::string_view authzid, std::string_view user,
                            std::string_view password, bool initial_response);
 

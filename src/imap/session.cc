@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "base/base64.h"
+
 namespace twinbox::imap {
 
 namespace {
@@ -262,7 +264,6 @@ Status Session::on_tagged(StatusResponse&& status) {
 }
 
 Status Session::on_continuation(Response&& response) {
-  (void)response;
   if (in_flight_.empty()) {
     return fail(Error(Errc::protocol, "continuation request with no command in progress"));
   }
@@ -278,8 +279,16 @@ Status Session::on_continuation(Response&& response) {
   }
   if (p.kind == CommandKind::idle) return ok_status();
   if (p.kind == CommandKind::authenticate) {
-    // A challenge PLAIN has no answer for (or an error challenge, RFC 7628 §3.2.3): cancel the
-    // exchange with "*" (RFC 9051 §6.2.2); the server then answers BAD.
+    if (p.sasl_error_answer) {
+      // RFC 7628 §3.2.3: the server's error challenge gets the mechanism's dummy response, once;
+      // the challenge is the evidence of why the token was refused.
+      p.chunks.push_back(Chunk{*p.sasl_error_answer + "\r\n"});
+      p.sasl_error_answer.reset();
+      p.untagged.push_back(std::move(response));
+      return ok_status();
+    }
+    // A challenge the mechanism has no answer for: cancel the exchange with "*" (RFC 9051
+    // §6.2.2); the server then answers BAD.
     p.chunks.push_back(Chunk{"*\r\n"});
     return ok_status();
   }
@@ -567,6 +576,47 @@ Result<CommandId> Session::authenticate_plain(std::string_view user, std::string
   if (Status s = require_credentials_allowed(); !s) return std::move(s).error();
   if (!has_capability("AUTH=PLAIN")) return Error(Errc::auth, "server does not offer AUTH=PLAIN");
   return submit(cmd::authenticate_plain(authzid, user, password, has_capability("SASL-IR")));
+}
+
+std::string_view to_string(OAuthMechanism mechanism) {
+  return mechanism == OAuthMechanism::xoauth2 ? "XOAUTH2" : "OAUTHBEARER";
+}
+
+std::string sasl_error_status(const Completion& completion) {
+  for (const auto& response : completion.untagged) {
+    const auto* challenge = std::get_if<ContinuationRequest>(&response.data);
+    if (challenge == nullptr) continue;
+    const auto decoded = base64_decode(challenge->text);
+    return printable(decoded ? *decoded : challenge->text, 300);
+  }
+  return {};
+}
+
+Result<CommandId> Session::authenticate_oauth(OAuthMechanism mechanism, std::string_view user,
+                                              std::string_view token, std::string_view host,
+                                              std::string_view port) {
+  if (state_ != ConnectionState::not_authenticated) {
+    return internal("AUTHENTICATE is only valid before authentication");
+  }
+  if (Status s = require_caps_known("AUTHENTICATE"); !s) return std::move(s).error();
+  if (Status s = require_credentials_allowed(); !s) return std::move(s).error();
+  const std::string_view name = to_string(mechanism);
+  if (!has_capability(fmt::format("AUTH={}", name))) {
+    return Error(Errc::auth, fmt::format("server does not offer AUTH={}", name));
+  }
+  const std::string response = mechanism == OAuthMechanism::xoauth2
+                                   ? sasl_xoauth2(user, token)
+                                   : sasl_oauthbearer(user, token, host, port);
+  Command command = cmd::authenticate(name, response, has_capability("SASL-IR"));
+  // A long token (a JWT of several kilobytes) may not fit one command line: send it after "+".
+  if (command.longest_line() + kTagReserve > options_.max_line) {
+    command = cmd::authenticate(name, response, false);
+  }
+  auto id = submit(std::move(command));
+  if (id) {
+    queue_.back().sasl_error_answer = mechanism == OAuthMechanism::xoauth2 ? "" : "AQ==";
+  }
+  return id;
 }
 
 Result<CommandId> Session::compress_deflate() {

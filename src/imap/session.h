@@ -109,6 +109,13 @@ struct MailboxState {
   std::vector<std::string> anomalies;   // one line of evidence per distrust event above
 };
 
+enum class OAuthMechanism { xoauth2, oauthbearer };
+std::string_view to_string(OAuthMechanism mechanism);  // "XOAUTH2", "OAUTHBEARER"
+
+// The error a server sent during an OAuth exchange (the decoded JSON of its "+" challenge,
+// printable and cut short), or "" if the completion holds none.
+std::string sasl_error_status(const Completion& completion);
+
 struct SessionOptions {
   std::size_t max_in_flight = 32;
   std::size_t max_line = kDefaultMaxLine;  // octets per command line (RFC 7162 §4)
@@ -158,6 +165,15 @@ class Session {
   // AUTHENTICATE PLAIN, with SASL-IR when the server offers it.
   Result<CommandId> authenticate_plain(std::string_view user, std::string_view password,
                                        std::string_view authzid = {});
+  // AUTHENTICATE XOAUTH2 or OAUTHBEARER with a bearer token (RFC 7628), with SASL-IR when the
+  // server offers it and the line fits. A refused token arrives as "+ base64(JSON status)"
+  // (RFC 7628 §3.2.2): the session answers it as the mechanism requires (OAUTHBEARER: "AQ==",
+  // the dummy ^A of §3.2.3; XOAUTH2: an empty line) and the server then ends the command with
+  // NO. The challenge is kept in the Completion's untagged responses (a ContinuationRequest),
+  // where sasl_error_status() finds it. `host` and `port` are the server's, as OAUTHBEARER sends.
+  Result<CommandId> authenticate_oauth(OAuthMechanism mechanism, std::string_view user,
+                                       std::string_view token, std::string_view host,
+                                       std::string_view port);
   Result<CommandId> compress_deflate();
   Result<CommandId> enable(const std::vector<std::string>& capabilities);
   Result<CommandId> id_nil();
@@ -213,6 +229,9 @@ class Session {
     bool saw_capability = false;  // an untagged CAPABILITY arrived while this was in flight
     bool idle_done = false;       // DONE queued (IDLE only)
     std::string mailbox;          // SELECT/EXAMINE target (UTF-8)
+    // AUTHENTICATE only: the answer to a challenge after the response went out (an OAuth
+    // error, RFC 7628 §3.2.3); nullopt cancels the exchange with "*".
+    std::optional<std::string> sasl_error_answer;
   };
 
   Status fail(Error error);

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "base/base64.h"
 #include "imap/parser.h"
 #include "imap/reader.h"
 
@@ -320,6 +321,95 @@ TEST(Session, AuthenticatePlainWithoutSaslIr) {
   EXPECT_OK(s.server("T1 BAD Authentication cancelled\r\n"));
   EXPECT_FALSE(s.completion().ok());
   EXPECT_EQ(s.session.state(), ConnectionState::not_authenticated);
+}
+
+// OAUTHBEARER (RFC 7628 §3.1) with SASL-IR: gs2 header, host, port and the bearer token in one
+// redacted initial response.
+TEST(Session, AuthenticateOauthbearerWithSaslIr) {
+  SessionOptions options = secure();
+  options.trace = true;
+  Script s(options);
+  EXPECT_OK(s.server("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=OAUTHBEARER] ready\r\n"));
+  ASSERT_TRUE(s.session
+                  .authenticate_oauth(OAuthMechanism::oauthbearer, "fred@example.org", "tok3n",
+                                      "imap.example.org", "993")
+                  .ok());
+  // base64("n,a=fred@example.org,^Ahost=imap.example.org^Aport=993^Aauth=Bearer tok3n^A^A")
+  EXPECT_EQ(s.client(),
+            "T1 AUTHENTICATE OAUTHBEARER "
+            "bixhPWZyZWRAZXhhbXBsZS5vcmcsAWhvc3Q9aW1hcC5leGFtcGxlLm9yZwFwb3J0PTk5MwFhdXRoPUJlYXJl"
+            "ciB0b2szbgEB\r\n");
+  EXPECT_EQ(s.session.next_trace(), "T1 AUTHENTICATE OAUTHBEARER <redacted>");
+  EXPECT_OK(s.server("T1 OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n"));
+  EXPECT_EQ(s.session.state(), ConnectionState::authenticated);
+  // RFC 5801 §4: "," and "=" in the authorization identity are escaped.
+  EXPECT_EQ(base64_decode(sasl_oauthbearer("a,b=c", "t", "h", "1")),
+            "n,a=a=2Cb=3Dc,\x01host=h\x01port=1\x01"
+            "auth=Bearer t\x01\x01");
+}
+
+// A refused token: the server's "+ base64(JSON)" gets the dummy response "AQ==" (RFC 7628
+// §3.2.3), then NO; the JSON status is kept for the error message.
+TEST(Session, OauthbearerErrorChallengeIsAnsweredAndKept) {
+  Script s;
+  EXPECT_OK(s.server("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=OAUTHBEARER] ready\r\n"));
+  ASSERT_TRUE(
+      s.session.authenticate_oauth(OAuthMechanism::oauthbearer, "fred", "t", "h", "143").ok());
+  s.client();
+  EXPECT_OK(s.server("+ eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIn0=\r\n"));
+  EXPECT_EQ(s.client(), "AQ==\r\n");
+  // A second challenge is not answered the same way: the exchange is cancelled.
+  EXPECT_OK(s.server("+ eyJ9\r\n"));
+  EXPECT_EQ(s.client(), "*\r\n");
+  EXPECT_OK(s.server("T1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"));
+  const Completion done = s.completion();
+  EXPECT_FALSE(done.ok());
+  EXPECT_EQ(sasl_error_status(done), R"({"status":"invalid_token"})");
+  EXPECT_EQ(s.session.state(), ConnectionState::not_authenticated);
+}
+
+// XOAUTH2 without SASL-IR: the response waits for "+", an error challenge gets an empty line.
+TEST(Session, Xoauth2WithoutSaslIr) {
+  SessionOptions options = secure();
+  options.trace = true;
+  Script s(options);
+  EXPECT_OK(s.server("* OK [CAPABILITY IMAP4rev1 AUTH=XOAUTH2] ready\r\n"));
+  ASSERT_TRUE(s.session.authenticate_oauth(OAuthMechanism::xoauth2, "fred", "tok", "h", "1").ok());
+  EXPECT_EQ(s.client(), "T1 AUTHENTICATE XOAUTH2\r\n");
+  EXPECT_OK(s.server("+ \r\n"));
+  // base64("user=fred^Aauth=Bearer tok^A^A")
+  EXPECT_EQ(s.client(), "dXNlcj1mcmVkAWF1dGg9QmVhcmVyIHRvawEB\r\n");
+  EXPECT_EQ(s.session.next_trace(), "T1 AUTHENTICATE XOAUTH2");
+  EXPECT_EQ(s.session.next_trace(), "<redacted>");
+  EXPECT_OK(s.server("+ eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIn0=\r\n"));
+  EXPECT_EQ(s.client(), "\r\n");
+  EXPECT_OK(s.server("T1 NO [AUTHENTICATIONFAILED] Invalid credentials\r\n"));
+  EXPECT_EQ(sasl_error_status(s.completion()), R"({"status":"401","schemes":"bearer"})");
+}
+
+// A token too long for one command line goes after "+" even when SASL-IR is offered; a
+// mechanism the server does not offer and cleartext are refused before anything is sent.
+TEST(Session, OauthLongTokenMissingMechanismAndCleartext) {
+  SessionOptions options = secure();
+  options.max_line = 1000;
+  Script s(options);
+  EXPECT_OK(s.server("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2] ready\r\n"));
+  const std::string token(700, 'x');
+  ASSERT_TRUE(s.session.authenticate_oauth(OAuthMechanism::xoauth2, "u", "x", "h", "1").ok());
+  EXPECT_EQ(s.client().find("T1 AUTHENTICATE XOAUTH2 "), 0u);
+  EXPECT_OK(s.server("T1 NO no\r\n"));
+  s.completion();
+  auto refused = s.session.authenticate_oauth(OAuthMechanism::oauthbearer, "u", "t", "h", "1");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, Errc::auth);
+  auto long_token = s.session.authenticate_oauth(OAuthMechanism::xoauth2, "u", token, "h", "1");
+  ASSERT_TRUE(long_token.ok());
+  EXPECT_EQ(s.client(), "T2 AUTHENTICATE XOAUTH2\r\n");
+
+  Script clear(SessionOptions{});
+  EXPECT_OK(clear.server("* OK [CAPABILITY IMAP4rev1 AUTH=XOAUTH2] ready\r\n"));
+  EXPECT_FALSE(clear.session.authenticate_oauth(OAuthMechanism::xoauth2, "u", "t", "h", "1").ok());
+  EXPECT_EQ(clear.client(), "");
 }
 
 // Credentials are refused over cleartext and when LOGINDISABLED is advertised.

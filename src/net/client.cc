@@ -1,5 +1,7 @@
 #include "net/client.h"
 
+#include <string.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -7,6 +9,7 @@
 #include <asio/this_coro.hpp>
 
 #include "base/log.h"
+#include "base/secret_command.h"
 #include "imap/parser.h"
 #include "net/transports.h"
 
@@ -93,8 +96,17 @@ asio::awaitable<Status> Client::open_transport() {
     co_return ok_status();
   }
   const std::string port = default_port(e);
-  auto socket = co_await connect_tcp(e.host, port, e.connect_timeout);
-  if (!socket) co_return socket.error();
+  Result<std::unique_ptr<SocketTransport>> socket = Error(Errc::internal, "not connected");
+  if (e.proxy) {
+    socket = co_await connect_socks5(*e.proxy, e.host, port, e.connect_timeout);
+  } else {
+    socket = co_await connect_tcp(e.host, port, e.connect_timeout);
+  }
+  if (!socket) {
+    Error error = socket.error();
+    error.message = fmt::format("{}: {}", e.name, error.message);
+    co_return error;
+  }
   log_debug("{}: connected to {}", e.name, (*socket)->describe());
   if (e.type == EndpointType::imaps) {
     auto context = make_tls_context(e.tls);
@@ -221,15 +233,24 @@ asio::awaitable<Status> Client::authenticate() {
     } else if (mechanism == "LOGIN") {
       // The IMAP LOGIN command is always available unless LOGINDISABLED (checked above).
       submitted = session_.login(e.username, e.password);
+    } else if (mechanism == "XOAUTH2" || mechanism == "OAUTHBEARER") {
+      if (!session_.has_capability("AUTH=" + mechanism)) continue;
+      submitted = authenticate_oauth(mechanism == "XOAUTH2" ? imap::OAuthMechanism::xoauth2
+                                                            : imap::OAuthMechanism::oauthbearer);
+      if (!submitted) co_return fail(submitted.error());
     } else {
       continue;
     }
     auto done = co_await wait(std::move(submitted));
     if (!done) co_return done.error();
     if (!done->ok()) {
+      // An OAuth refusal comes with the server's JSON status (RFC 7628 §3.2.2): the evidence.
+      const std::string status = imap::sasl_error_status(*done);
       co_return fail(
-          Error(Errc::auth, fmt::format("{}: authentication as '{}' failed ({}): {}", e.name,
-                                        e.username, mechanism, done->status.text)));
+          Error(Errc::auth,
+                fmt::format("{}: authentication as '{}' failed ({}): {}{}", e.name, e.username,
+                            mechanism, done->status.text,
+                            status.empty() ? "" : fmt::format(" (the server said {})", status))));
     }
     info_.auth_mechanism = mechanism;
     log_debug("{}: authenticated as '{}' with {}", e.name, e.username, mechanism);
@@ -238,6 +259,26 @@ asio::awaitable<Status> Client::authenticate() {
   co_return fail(Error(Errc::auth, fmt::format("{}: none of the configured mechanisms ({}) is "
                                                "offered by the server",
                                                e.name, fmt::join(e.auth, " "))));
+}
+
+Result<imap::CommandId> Client::authenticate_oauth(imap::OAuthMechanism mechanism) {
+  const auto& e = endpoint_;
+  if (e.token_command.empty()) {
+    return Error(Errc::config,
+                 fmt::format("{}: {} needs a token-command", e.name, imap::to_string(mechanism)));
+  }
+  // A fresh token at each login: the helper refreshes it when it has expired.
+  auto token = run_secret_command(
+      {fmt::format("{}: token-command", e.name), e.token_command, e.command_timeout, Errc::auth});
+  if (!token) return token.error();
+  const std::string port = default_port(e);
+  // Every form the token can take on the wire is a secret before anything is sent or traced.
+  auto& log = Log::instance();
+  log.add_secret(imap::sasl_xoauth2(e.username, *token));
+  log.add_secret(imap::sasl_oauthbearer(e.username, *token, e.host, port));
+  auto submitted = session_.authenticate_oauth(mechanism, e.username, *token, e.host, port);
+  ::explicit_bzero(token->data(), token->size());
+  return submitted;
 }
 
 asio::awaitable<Status> Client::start_compress() {

@@ -18,6 +18,7 @@
 #include "net/deadline.h"
 #include "net/tls.h"
 #include "net/transport.h"
+#include "net/transports.h"
 
 namespace twinbox::net {
 
@@ -31,9 +32,14 @@ struct Endpoint {
   std::string command;   // tunnel
   bool starttls = true;  // type=imap: require STARTTLS before credentials
   TlsOptions tls;
-  std::vector<std::string> auth = {"PLAIN", "LOGIN"};  // preference order
+  std::vector<std::string> auth = {"PLAIN", "LOGIN"};  // preference order; XOAUTH2, OAUTHBEARER
   std::string username;
   std::string password;  // never logged
+  // XOAUTH2/OAUTHBEARER: run at each login, its first output line is the access token (never
+  // logged); its failures are Errc::auth.
+  std::string token_command;
+  std::chrono::milliseconds command_timeout = std::chrono::seconds(60);
+  std::optional<Socks5Proxy> proxy;  // type=imap/imaps only
   bool compress = false;
   bool null_stderr = false;
   Duration connect_timeout = std::chrono::seconds(30);
@@ -47,7 +53,7 @@ struct ConnectionInfo {
   std::string greeting;  // the greeting line's text
   bool preauth = false;
   std::optional<TlsInfo> tls;
-  std::string auth_mechanism;  // "PLAIN", "LOGIN", or "PREAUTH"
+  std::string auth_mechanism;  // "PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER" or "PREAUTH"
   bool compressed = false;
   std::size_t discarded_before_tls = 0;  // bytes injected before the TLS handshake (discarded)
 };
@@ -104,6 +110,7 @@ class Client {
   asio::awaitable<Status> open_transport();
   asio::awaitable<Status> handshake();
   asio::awaitable<Status> authenticate();
+  Result<imap::CommandId> authenticate_oauth(imap::OAuthMechanism mechanism);
   asio::awaitable<Status> start_compress();
   asio::awaitable<Status> switch_to_tls();
 

@@ -1,5 +1,9 @@
+#include <netdb.h>
 #include <openssl/ssl.h>
+#include <string.h>
+
 #include <openssl/x509v3.h>
+#include <algorithm>
 
 #include <fmt/format.h>
 #include <asio/connect.hpp>
@@ -8,6 +12,7 @@
 #include <asio/redirect_error.hpp>
 #include <asio/write.hpp>
 
+#include "net/socks5.h"
 #include "net/transports.h"
 
 namespace twinbox::net {
@@ -159,6 +164,107 @@ asio::awaitable<Result<std::unique_ptr<SocketTransport>>> connect_tcp(const std:
                          ? fmt::format("[{}]:{}", endpoint.address().to_string(), endpoint.port())
                          : fmt::format("{}:{}", endpoint.address().to_string(), endpoint.port());
   co_return std::make_unique<SocketTransport>(std::move(socket), std::move(peer));
+}
+
+namespace {
+
+// Reads exactly `n` bytes: nothing past the proxy's reply is consumed.
+asio::awaitable<Result<std::string>> read_exactly(SocketTransport& socket, std::size_t n) {
+  std::string out(n, '\0');
+  std::size_t have = 0;
+  while (have < n) {
+    auto got = co_await socket.read_some(asio::buffer(out.data() + have, n - have));
+    if (!got) co_return got.error();
+    have += *got;
+  }
+  co_return out;
+}
+
+// The port as a number; a service name ("imaps") through the services database, as InterIMAP's
+// getservbyname.
+Result<std::uint16_t> port_number(const std::string& port) {
+  const bool digits =
+      !port.empty() && port.size() <= 5 &&
+      std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
+  if (digits && std::stoul(port) <= 65535) return static_cast<std::uint16_t>(std::stoul(port));
+  if (const servent* service = ::getservbyname(port.c_str(), "tcp"); service != nullptr) {
+    return static_cast<std::uint16_t>(ntohs(static_cast<std::uint16_t>(service->s_port)));
+  }
+  return Error(Errc::config, fmt::format("unknown port or TCP service '{}'", port));
+}
+
+asio::awaitable<Status> socks5_handshake(SocketTransport& socket, const Socks5Proxy& proxy,
+                                         std::string target_address, std::uint16_t port,
+                                         std::string target) {
+  const bool with_password = !proxy.username.empty();
+  Status sent = co_await socket.write_all(socks5::greeting(with_password));
+  if (!sent) co_return sent;
+  auto method = co_await read_exactly(socket, 2);
+  if (!method) co_return method.error();
+  auto use_password = socks5::check_method(*method, with_password);
+  if (!use_password) co_return use_password.error();
+  if (*use_password) {
+    auto request = socks5::password_request(proxy.username, proxy.password);
+    if (!request) co_return request.error();
+    sent = co_await socket.write_all(*request);
+    ::explicit_bzero(request->data(), request->size());
+    if (!sent) co_return sent;
+    auto reply = co_await read_exactly(socket, 2);
+    if (!reply) co_return reply.error();
+    if (Status ok = socks5::check_password_reply(*reply); !ok) co_return ok;
+  }
+  auto request = socks5::connect_request(target_address, port);
+  if (!request) co_return request.error();
+  sent = co_await socket.write_all(*request);
+  if (!sent) co_return sent;
+  auto head = co_await read_exactly(socket, 5);
+  if (!head) co_return head.error();
+  auto remaining = socks5::reply_remaining(*head, target);
+  if (!remaining) co_return remaining.error();
+  auto rest = co_await read_exactly(socket, *remaining);
+  if (!rest) co_return rest.error();
+  co_return ok_status();
+}
+
+}  // namespace
+
+asio::awaitable<Result<std::unique_ptr<SocketTransport>>> connect_socks5(const Socks5Proxy& proxy,
+                                                                         const std::string& host,
+                                                                         const std::string& port,
+                                                                         Duration timeout) {
+  const std::string via = fmt::format("SOCKS5 proxy {}:{}", proxy.host, proxy.port);
+  const std::string target = fmt::format("{}:{}", host, port);
+  auto number = port_number(port);
+  if (!number) co_return number.error();
+  // socks5: this side resolves the name and the proxy gets an address; socks5h: the name goes
+  // to the proxy unresolved (nothing about the server is looked up here, as with Tor).
+  std::string address = host;
+  if (!proxy.proxy_resolves) {
+    auto executor = co_await asio::this_coro::executor;
+    asio::ip::tcp::resolver resolver(executor);
+    asio::error_code ec;
+    auto found =
+        co_await resolver.async_resolve(host, port, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec || found.empty()) {
+      co_return Error(Errc::io, fmt::format("cannot resolve {}: {}", target, ec.message()));
+    }
+    address = found.begin()->endpoint().address().to_string();
+  }
+  auto socket = co_await connect_tcp(proxy.host, proxy.port, timeout);
+  if (!socket) {
+    Error e = socket.error();
+    e.message = fmt::format("{} (the {})", e.message, via);
+    co_return e;
+  }
+  auto handshake = socks5_handshake(**socket, proxy, address, *number, target);
+  auto done = co_await with_deadline(std::move(handshake), timeout, "the " + via + " handshake");
+  if (!done) {
+    Error e = done.error();
+    e.message = fmt::format("{}: {}", via, e.message);
+    co_return e;
+  }
+  (*socket)->set_peer(fmt::format("{} via {}", target, via));
+  co_return std::move(*socket);
 }
 
 }  // namespace twinbox::net

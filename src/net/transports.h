@@ -37,6 +37,7 @@ class SocketTransport final : public Transport {
   asio::awaitable<Result<TlsInfo>> start_tls(std::shared_ptr<asio::ssl::context> context,
                                              const std::string& host, const TlsOptions& options);
   bool tls_active() const { return tls_ != nullptr; }
+  void set_peer(std::string peer) { peer_ = std::move(peer); }  // for describe() and errors
 
  private:
   asio::ip::tcp::socket socket_;
@@ -51,6 +52,22 @@ class SocketTransport final : public Transport {
 asio::awaitable<Result<std::unique_ptr<SocketTransport>>> connect_tcp(const std::string& host,
                                                                       const std::string& port,
                                                                       Duration timeout);
+
+// InterIMAP's `proxy`: a SOCKS5 proxy (RFC 1928) with optional username/password (RFC 1929).
+struct Socks5Proxy {
+  bool proxy_resolves = false;  // socks5h: the proxy resolves the server's name
+  std::string host;
+  std::string port = "1080";
+  std::string username, password;  // empty username: no authentication offered
+};
+
+// Connects to `proxy` and through it to host:port (a number or a TCP service name); the result
+// is a SocketTransport like connect_tcp's, ready for TLS or IMAP. `timeout` bounds the TCP
+// connection and, separately, the SOCKS5 exchange. Errors name the proxy (socks5.h for codes).
+asio::awaitable<Result<std::unique_ptr<SocketTransport>>> connect_socks5(const Socks5Proxy& proxy,
+                                                                         const std::string& host,
+                                                                         const std::string& port,
+                                                                         Duration timeout);
 
 // Runs `command` through /bin/sh and speaks to it over a socketpair on its stdin/stdout
 // (InterIMAP's type=tunnel). Its stderr goes to /dev/null when `null_stderr`, else to ours.

@@ -224,14 +224,20 @@ asio::awaitable<Result<RunSummary>> Engine::run() {
   Status compiled = compile_ignore_pattern();
   if (!compiled) co_return compiled.error();
   // Watch mode survives connection losses: reconnect with exponential backoff (1 s .. 5 min).
-  // Authentication, TLS and protocol errors are not retried: they need the user.
+  // Authentication, TLS and protocol errors are not retried: they need the user. Except a
+  // refused token once the run has been connected: a token command may renew it (the first
+  // login's refusal still ends the run, so a wrong setup is reported at once).
   std::chrono::milliseconds backoff(1000);
+  bool connected_once = false;
   const auto retry = [&](const Error& e) {
-    return options_.watch && (e.code == Errc::io || e.code == Errc::eof || e.code == Errc::timeout);
+    if (!options_.watch) return false;
+    if (e.code == Errc::auth) return options_.renewable_credentials && connected_once;
+    return e.code == Errc::io || e.code == Errc::eof || e.code == Errc::timeout;
   };
   while (!stop_) {
     Status step = ok_status();
     if (!stores_[Side::local] || !stores_[Side::remote]) step = co_await connect();
+    if (step) connected_once = true;
     if (step) step = co_await cycle();
     if (step && options_.watch && !stop_) {
       auto woke = co_await wait_for_changes();

@@ -47,6 +47,10 @@ struct EngineOptions {
   // are retried with backoff.
   std::optional<std::chrono::seconds> watch;
   bool notify = false;
+  // A side logs in with a token a command renews (token-command): in watch mode, a refused login
+  // after the run has once been connected is retried like a lost connection (the next login
+  // runs the command again), since tokens expire and are revoked while twinbox runs.
+  bool renewable_credentials = false;
 };
 
 // Which of local, remote and the state database --delete/--rename act on (--target).
