@@ -106,6 +106,7 @@ std::vector<std::string> start_args(const std::string& dir, const Options& o) {
   add("--password", o.password);
   add("--name", o.name);
   for (const auto& kv : o.settings) add("--set", kv);
+  add("--oauth2", o.oauth2_url);
   if (!o.plaintext_auth) args.emplace_back("--no-plaintext-auth");
   return args;
 }

@@ -43,7 +43,10 @@ struct Options {
   bool plaintext_auth = true;
   std::string name;                   // shown in the greeting; empty: the directory's name
   std::vector<std::string> settings;  // extra top-level Dovecot settings, "key=value"
-  int sample_mail = 0;                // > 0: `lab add-sample-mail --count N` after the start
+  // Non-empty: XOAUTH2 and OAUTHBEARER too, tokens checked by this RFC 7662 introspection URL
+  // (an http://127.x.y.z:PORT/PATH on loopback; tests/servers/oauth_idp.py serves one).
+  std::string oauth2_url;
+  int sample_mail = 0;  // > 0: `lab add-sample-mail --count N` after the start
   unsigned sample_seed = 1;
 };
 

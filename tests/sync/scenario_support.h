@@ -74,6 +74,12 @@ inline testing::AssertionResult both_hold(const SyncPair& pair, const Snapshot& 
   return testing::AssertionSuccess();
 }
 
+// The source tree's root (tests/servers/... live there).
+inline std::string source_dir() {
+  const std::string lab = dovecot::DovecotLab::lab_script();  // ROOT/tests/dovecot/lab
+  return lab.substr(0, lab.size() - std::string("/tests/dovecot/lab").size());
+}
+
 // `twinbox --watch ...` in a thread until stop() sends SIGTERM; stop() returns the run.
 class Watching {
  public:

@@ -27,11 +27,6 @@
 namespace twinbox::sync_tests {
 namespace {
 
-std::string source_dir() {
-  const std::string lab = dovecot::DovecotLab::lab_script();  // ROOT/tests/dovecot/lab
-  return lab.substr(0, lab.size() - std::string("/tests/dovecot/lab").size());
-}
-
 std::map<std::string, std::string> facts_of(const std::string& text) {
   std::map<std::string, std::string> facts;
   std::istringstream in(text);
