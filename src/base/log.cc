@@ -82,8 +82,16 @@ void Log::write(LogLevel level, std::string_view text) {
   if (level == LogLevel::error) record += "error: ";
   record += line;
   record += '\n';
+  const bool under_status = file_ == nullptr && status_line_ != nullptr;
+  if (under_status) status_line_->erase();
   std::fwrite(record.data(), 1, record.size(), out);
   std::fflush(out);
+  if (under_status) status_line_->redraw();
+}
+
+void Log::set_status_line(StatusLine* line) {
+  std::lock_guard lock(mutex_);
+  status_line_ = line;
 }
 
 }  // namespace twinbox

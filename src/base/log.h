@@ -18,6 +18,16 @@ namespace twinbox {
 
 enum class LogLevel { error = 0, warning = 1, info = 2, debug = 3 };
 
+// A line drawn on the terminal under the log (a progress display). The log erases it before
+// each record it writes to stderr and redraws it after, so records never mix with it.
+// Both are called with the log's lock held.
+class StatusLine {
+ public:
+  virtual ~StatusLine() = default;
+  virtual void erase() = 0;
+  virtual void redraw() = 0;
+};
+
 class Log {
  public:
   // The process-wide log. Configured once by main; safe to use from several threads.
@@ -36,6 +46,15 @@ class Log {
 
   void write(LogLevel level, std::string_view text);
 
+  // Records on stderr erase and redraw `line` (null: none). A log file is left alone.
+  void set_status_line(StatusLine* line);
+  // Runs `draw` under the log's lock, so a status line update never splits a record.
+  template <class Draw>
+  void locked(Draw&& draw) {
+    std::lock_guard lock(mutex_);
+    draw();
+  }
+
   template <class... Args>
   void log(LogLevel level, fmt::format_string<Args...> format, Args&&... args) {
     if (!enabled(level)) return;
@@ -49,6 +68,7 @@ class Log {
   std::string prefix_;
   std::FILE* file_ = nullptr;
   std::vector<std::string> secrets_;
+  StatusLine* status_line_ = nullptr;
 };
 
 template <class... Args>

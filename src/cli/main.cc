@@ -17,6 +17,8 @@
 #include "cli/endpoint.h"
 #include "cli/options.h"
 #include "cli/probe.h"
+#include "cli/progress_display.h"
+#include "cli/stats_json.h"
 #include "config/config.h"
 #include "store/state_db.h"
 #include "sync/engine.h"
@@ -149,6 +151,29 @@ asio::awaitable<int> run_sync(asio::io_context& io, const config::Config& config
   engine_options.notify = options.notify;
   engine_options.renewable_credentials =
       config.local.token_command.has_value() || config.remote.token_command.has_value();
+  // Progress on a terminal only: never in a pipe, a log file's terminal-less run, or with -q.
+  std::optional<ProgressDisplay> progress;
+  if (!options.quiet && !options.dry_run && ProgressDisplay::wanted_on(stderr)) {
+    progress.emplace(stderr);
+    engine_options.progress = &*progress;
+  }
+  RunFacts facts;
+  facts.started = std::chrono::system_clock::now();
+  const auto started = std::chrono::steady_clock::now();
+  facts.mode = options.dry_run  ? "dry-run"
+               : options.repair ? "repair"
+               : options.watch  ? "watch"
+                                : "sync";
+  // In watch mode the file is rewritten after each cycle, for monitoring ("exit_status" null).
+  if (options.watch && !options.stats_json.empty() && options.stats_json != "-") {
+    engine_options.cycle_done = [&](const sync::RunSummary& so_far) {
+      RunFacts now = facts;
+      now.duration = std::chrono::steady_clock::now() - started;
+      now.exit_status.reset();
+      Status written = write_stats_json(options.stats_json, so_far, now);
+      if (!written) log_warning("{}", written.error().message);
+    };
+  }
   sync::ImapConnector connector(
       std::move(endpoints), {config.local.list_reference, config.remote.list_reference},
       {tier_limit(config.local.change_detection), tier_limit(config.remote.change_detection)});
@@ -167,9 +192,25 @@ asio::awaitable<int> run_sync(asio::io_context& io, const config::Config& config
     co_return kExitOk;
   }
   auto summary = co_await engine.run();
-  if (!summary) co_return report(summary.error());
-  print_summary(*summary);
-  co_return summary->mailboxes_failed > 0 ? kExitPartial : kExitOk;
+  progress.reset();  // the line is gone before the summary is printed
+  int status = kExitOk;
+  if (summary) {
+    print_summary(*summary);
+    status = summary->mailboxes_failed > 0 ? kExitPartial : kExitOk;
+  } else {
+    status = report(summary.error());
+    facts.error = Log::instance().scrub(summary.error().to_string());
+  }
+  if (!options.stats_json.empty()) {
+    facts.duration = std::chrono::steady_clock::now() - started;
+    facts.exit_status = status;
+    Status written = write_stats_json(options.stats_json, engine.summary(), facts);
+    if (!written) {
+      log_error("{}", written.error().message);
+      if (status == kExitOk) status = kExitPartial;
+    }
+  }
+  co_return status;
 }
 
 int run(int argc, char** argv) {

@@ -54,6 +54,10 @@ ParseOutcome parse_options(int argc, char** argv) {
                "Plan the sync and print what would be done; change nothing");
   app.add_flag("--probe", options.probe,
                "Connect to both servers and report greeting, capabilities and mailboxes");
+  app.add_option("--stats-json", options.stats_json,
+                 "Write a JSON summary of the run to FILE (- for standard output) when it ends; "
+                 "see twinbox(1)")
+      ->type_name("FILE");
   app.add_flag("--version", version, "Print the version and exit");
   app.add_option("MAILBOX", options.mailboxes, "Mailboxes to sync (default: all listed)");
   repair->excludes(remove)->excludes(rename);
@@ -90,6 +94,9 @@ ParseOutcome parse_options(int argc, char** argv) {
   }
   if (options.probe && (command || options.watch)) {
     return usage_error("--probe cannot go with a command or --watch");
+  }
+  if (!options.stats_json.empty() && (options.remove || options.rename || options.probe)) {
+    return usage_error("--stats-json only applies to syncs (not --delete, --rename, --probe)");
   }
   return {std::move(options), kExitOk};
 }

@@ -36,6 +36,7 @@ struct Options {
   bool dry_run = false;                // --dry-run
   int jobs = 4;                        // --jobs: mailboxes synced at once
   bool probe = false;                  // --probe
+  std::string stats_json;              // --stats-json FILE|-; empty: none
   std::vector<std::string> mailboxes;  // positional
 };
 

@@ -94,5 +94,17 @@ TEST(ExitCodes, EachErrorClassHasItsOwnStatus) {
   EXPECT_EQ(exit_code_for(Errc::internal), kExitInternal);
 }
 
+TEST(Options, StatsJsonTakesAFileOrDashAndOnlyGoesWithSyncs) {
+  auto file = parse({"--stats-json", "/tmp/run.json", "--watch"});
+  ASSERT_TRUE(file.options);
+  EXPECT_EQ(file.options->stats_json, "/tmp/run.json");
+  auto dash = parse({"--stats-json=-"});
+  ASSERT_TRUE(dash.options);
+  EXPECT_EQ(dash.options->stats_json, "-");
+  auto with_delete = parse({"--stats-json", "-", "--delete", "Old"});
+  EXPECT_FALSE(with_delete.options);
+  EXPECT_EQ(with_delete.exit_code, kExitUsage);
+}
+
 }  // namespace
 }  // namespace twinbox::cli

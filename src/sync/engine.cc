@@ -239,6 +239,7 @@ asio::awaitable<Result<RunSummary>> Engine::run() {
     if (!stores_[Side::local] || !stores_[Side::remote]) step = co_await connect();
     if (step) connected_once = true;
     if (step) step = co_await cycle();
+    if (step && options_.cycle_done) options_.cycle_done(summary_);
     if (step && options_.watch && !stop_) {
       auto woke = co_await wait_for_changes();
       if (!woke) step = woke.error();
@@ -280,8 +281,11 @@ asio::awaitable<Status> Engine::cycle() {
       work.push_back(name);
     } else {
       log_debug("{}: unchanged", shown(name));
+      summary_.mailboxes[name].outcome = MailboxReport::Outcome::unchanged;
     }
   }
+  ++summary_.cycles;
+  if (options_.progress) options_.progress->cycle_started(names->size(), work.size());
   // More lanes only when there is work for them. Lane 0 starts at once; the others are opened
   // concurrently and join as they come up (their handshakes overlap lane 0's work instead of
   // preceding it). A lane that cannot be opened (a server's connection limit) means fewer jobs.
@@ -360,10 +364,16 @@ asio::awaitable<void> Engine::sync_worker(Lane lane, const std::vector<std::stri
                                           std::size_t& next, std::optional<Error>& fatal) {
   while (!stop_ && !fatal && next < work.size()) {
     const std::string& name = work[next++];
+    if (options_.progress) options_.progress->mailbox_started(name);
+    const auto started = std::chrono::steady_clock::now();
     Status synced = co_await sync_mailbox(name, lane);
+    MailboxReport& report = summary_.mailboxes[name];
+    report.duration += std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - started);
     ++finished_;
+    if (options_.progress) options_.progress->mailbox_finished(name, static_cast<bool>(synced));
     if (!synced) {
-      ++summary_.mailboxes_failed;
+      count_failure(name, synced.error().to_string());
       log_error("{}: {}", shown(name), synced.error().to_string());
       if (fatal_for_run(synced.error()) && !fatal) fatal = synced.error();
     }
@@ -483,7 +493,8 @@ asio::awaitable<Result<std::vector<std::string>>> Engine::reconcile_mailboxes() 
             "Run 'twinbox --delete {}' to delete it on {} too, or 'twinbox --rename' if it "
             "was renamed",
             side_name(side), shown(name), side_name(side), shown(name), side_name(other(side)));
-        ++summary_.mailboxes_failed;
+        count_failure(
+            name, fmt::format("the mailbox is known but no longer exists on {}", side_name(side)));
         skip = true;
         break;
       }
@@ -496,7 +507,8 @@ asio::awaitable<Result<std::vector<std::string>>> Engine::reconcile_mailboxes() 
         // waits, the others go on. Nothing was recorded, so the next run tries again.
         log_error("{}cannot create the mailbox: {}", log_prefix(side, name),
                   created.error().message);
-        ++summary_.mailboxes_failed;
+        count_failure(name, fmt::format("{}: cannot create the mailbox: {}", side_name(side),
+                                        created.error().message));
         skip = true;
         break;
       }
@@ -555,6 +567,9 @@ asio::awaitable<Status> Engine::sync_mailbox(const std::string& name, const Lane
   if (!plan) co_return plan.error();
   for (const auto& note : plan->notes) log_warning("{}: {}", shown(name), note);
   summary_.conflicts += plan->notes.size();
+  MailboxReport& report = summary_.mailboxes[name];
+  report.conflicts += plan->notes.size();
+  for (Side side : kSides) report.tier[side] = lane[side]->tier();
   if (options_.dry_run) {
     const std::string text = describe(*plan);
     fmt::print("{}:{}", shown(name), text.empty() ? " nothing to do\n" : "\n" + text);
@@ -567,6 +582,8 @@ asio::awaitable<Status> Engine::sync_mailbox(const std::string& name, const Lane
   Status executed = co_await execute(lane, m.id, name, *plan, m.seen, m.recorded);
   if (!executed) co_return executed;
   ++summary_.mailboxes_synced;
+  report.outcome = MailboxReport::Outcome::synced;
+  ++report.syncs;
   co_return ok_status();
 }
 
@@ -1129,6 +1146,7 @@ asio::awaitable<Status> Engine::execute(const Lane& lane, store::MailboxId id,
     if (!done) co_return done;
     acted[side] = true;
     summary_.expunged_on[side] += expunge[side].size();
+    summary_.mailboxes[name].expunged_on[side] += expunge[side].size();
     log_info("{}expunged {} message(s)", log_prefix(side, name), expunge[side].size());
   }
   if (!plan.forgets.empty()) {
@@ -1216,6 +1234,7 @@ asio::awaitable<Status> Engine::execute(const Lane& lane, store::MailboxId id,
   for (Side side : kSides) {
     if (stored[side] == 0) continue;
     summary_.flags_set_on[side] += stored[side];
+    summary_.mailboxes[name].flags_set_on[side] += stored[side];
     log_info("{}updated flags of {} message(s)", log_prefix(side, name), stored[side]);
   }
 
@@ -1358,6 +1377,20 @@ asio::awaitable<Status> Engine::copy(const Lane& lane, store::MailboxId id, cons
     start = end;
   }
   std::size_t total = 0;
+  MailboxReport& report = summary_.mailboxes[name];
+  const auto count_copied = [&](std::size_t messages, std::uint64_t bytes) {
+    total += messages;
+    report.copied_to[to] += messages;
+    report.bytes_copied_to[to] += bytes;
+    if (options_.progress) options_.progress->copied(name, messages, bytes);
+  };
+  if (options_.progress && !copies.empty()) {
+    std::uint64_t planned = 0;
+    for (const auto* part : {&batched, &streamed}) {
+      for (const auto& c : *part) planned += c.size;
+    }
+    options_.progress->copies_planned(name, batched.size() + streamed.size(), planned);
+  }
   // The next batch is fetched from `from` while this one is appended to `to`: two connections,
   // so the transfer in one direction hides the other's round trips.
   Result<std::vector<FetchedMessage>> bodies = std::vector<FetchedMessage>{};
@@ -1367,6 +1400,7 @@ asio::awaitable<Status> Engine::copy(const Lane& lane, store::MailboxId id, cons
     std::vector<OutgoingMessage> messages;
     std::vector<const CopyAction*> actions;
     std::vector<store::IntentId> intents;
+    std::uint64_t batch_bytes = 0;
     auto tx = db_.begin();
     if (!tx) co_return tx.error();
     for (auto& fetched : *bodies) {
@@ -1382,6 +1416,7 @@ asio::awaitable<Status> Engine::copy(const Lane& lane, store::MailboxId id, cons
       auto recorded = db_.record_intent(intent);
       if (!recorded) co_return recorded.error();
       intents.push_back(*recorded);
+      batch_bytes += fetched.body.size();
       OutgoingMessage message;
       message.flags = action.flags;
       message.internal_date =
@@ -1420,13 +1455,13 @@ asio::awaitable<Status> Engine::copy(const Lane& lane, store::MailboxId id, cons
     }
     Status saved = record->commit();
     if (!saved) co_return saved;
-    total += actions.size();
+    count_copied(actions.size(), batch_bytes);
   }
   for (const auto& action : streamed) {
     auto uid = co_await copy_streamed(lane, id, name, from, action, target_next, seen);
     if (!uid) co_return uid.error();
     target_next = std::max(target_next, *uid + 1);
-    ++total;
+    count_copied(1, action.size);
   }
   summary_.copied_to[to] += total;
   if (total > 0) {
@@ -1471,6 +1506,13 @@ asio::awaitable<Result<Uid>> Engine::copy_streamed(const Lane& lane, store::Mail
   Status saved = record->commit();
   if (!saved) co_return saved.error();
   co_return appended->uids[0];
+}
+
+void Engine::count_failure(const std::string& name, const std::string& why) {
+  ++summary_.mailboxes_failed;
+  MailboxReport& report = summary_.mailboxes[name];
+  report.outcome = MailboxReport::Outcome::failed;
+  report.error = why;
 }
 
 Status Engine::check_appended(const std::string& name, Side to, std::uint32_t uidvalidity,

@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -27,11 +28,23 @@
 #include "config/mailbox_pattern.h"
 #include "store/state_db.h"
 #include "sync/mail_store.h"
+#include "sync/progress.h"
 
 namespace twinbox::sync {
 
 // One connection to each side; mailboxes are synced on several lanes at once (--jobs).
 using Lane = PerSide<MailStore*>;
+
+struct RunSummary {
+  std::size_t mailboxes_seen = 0, mailboxes_synced = 0, mailboxes_failed = 0;
+  PerSide<std::size_t> copied_to{};  // messages appended to each side
+  PerSide<std::size_t> expunged_on{};
+  PerSide<std::size_t> flags_set_on{};
+  std::size_t conflicts = 0;
+  PerSide<std::uint64_t> wire_in{}, wire_out{};  // bytes on the wire (after TLS/COMPRESS)
+  std::size_t cycles = 0;
+  std::map<std::string, MailboxReport> mailboxes;  // by internal name
+};
 
 struct EngineOptions {
   std::vector<std::string> mailboxes;  // command-line MAILBOX...: replaces list-mailbox
@@ -51,21 +64,16 @@ struct EngineOptions {
   // after the run has once been connected is retried like a lost connection (the next login
   // runs the command again), since tokens expire and are revoked while twinbox runs.
   bool renewable_credentials = false;
+  // Told of each mailbox and copy as the run goes (a progress display); may be null.
+  ProgressObserver* progress = nullptr;
+  // Called after each completed cycle with the summary so far (--stats-json in watch mode).
+  std::function<void(const RunSummary&)> cycle_done;
 };
 
 // Which of local, remote and the state database --delete/--rename act on (--target).
 struct Targets {
   bool local = true, remote = true, database = true;
   bool side(Side s) const { return s == Side::local ? local : remote; }
-};
-
-struct RunSummary {
-  std::size_t mailboxes_seen = 0, mailboxes_synced = 0, mailboxes_failed = 0;
-  PerSide<std::size_t> copied_to{};  // messages appended to each side
-  PerSide<std::size_t> expunged_on{};
-  PerSide<std::size_t> flags_set_on{};
-  std::size_t conflicts = 0;
-  PerSide<std::uint64_t> wire_in{}, wire_out{};  // bytes on the wire (after TLS/COMPRESS)
 };
 
 class Engine {
@@ -91,6 +99,8 @@ class Engine {
   // SIGINT/SIGTERM: finish the step in progress (the mailbox being synced keeps its state
   // consistent at every step), then end the run successfully.
   void request_stop() { stop_ = true; }
+  // What the run did so far (also after run() returned an error).
+  const RunSummary& summary() const { return summary_; }
   bool stop_requested() const { return stop_; }
 
  private:
@@ -202,6 +212,8 @@ class Engine {
   Status record_copy(store::MailboxId id, Side from, const CopyAction& action, Uid target_uid,
                      store::IntentId intent);
   bool ignored(const std::string& name) const;
+  // Records a mailbox's failure in the summary (the caller logs it).
+  void count_failure(const std::string& name, const std::string& why);
 
   const config::Config& config_;
   EngineOptions options_;

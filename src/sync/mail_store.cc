@@ -1,5 +1,7 @@
 #include "sync/mail_store.h"
 
+#include "sync/progress.h"
+
 #include <algorithm>
 
 namespace twinbox::sync {
@@ -12,6 +14,18 @@ std::string_view tier_name(Tier tier) {
       return "CONDSTORE";
     case Tier::plain:
       return "plain IMAP";
+  }
+  return "?";
+}
+
+std::string_view outcome_name(MailboxReport::Outcome outcome) {
+  switch (outcome) {
+    case MailboxReport::Outcome::unchanged:
+      return "unchanged";
+    case MailboxReport::Outcome::synced:
+      return "synced";
+    case MailboxReport::Outcome::failed:
+      return "failed";
   }
   return "?";
 }
