@@ -5,7 +5,7 @@ _twinbox() {
   cur=${COMP_WORDS[COMP_CWORD]}
   prev=${COMP_WORDS[COMP_CWORD - 1]}
   local options='-h --help --config --target --watch --notify -j --jobs -q --quiet --debug
-    --repair --delete --rename --dry-run --probe --stats-json --version'
+    --repair --delete --rename --dry-run --probe --stats-json --import-interimap --version'
   local config_dir=${XDG_CONFIG_HOME:-$HOME/.config}/twinbox
 
   # --option=value: bash splits it into "--option", "=", "value" when COMP_WORDBREAKS holds
@@ -30,6 +30,11 @@ _twinbox() {
       fi
       return
       ;;
+    --import-interimap)
+      local IFS=$'\n'
+      COMPREPLY=($(compgen -P "$prefix" -f -- "$cur"))
+      return
+      ;;
     --stats-json)
       local IFS=$'\n'
       COMPREPLY=($(compgen -P "$prefix" -f -- "$cur") "$prefix-")
@@ -50,7 +55,7 @@ _twinbox() {
   if [[ $cur == -* ]]; then
     COMPREPLY=($(compgen -W "$options" -- "$cur"))
     # Options that take a value attached with '=' get no space after them.
-    if [[ ${#COMPREPLY[@]} -eq 1 && ${COMPREPLY[0]} == @(--watch|--config|--target|--stats-json) ]]; then
+    if [[ ${#COMPREPLY[@]} -eq 1 && ${COMPREPLY[0]} == @(--watch|--config|--target|--stats-json|--import-interimap) ]]; then
       compopt -o nospace 2>/dev/null
       COMPREPLY[0]+='='
     fi

@@ -135,6 +135,25 @@ asio::awaitable<int> run_sync(asio::io_context& io, const config::Config& config
     if (!endpoint) co_return report(endpoint.error());
     endpoints[side] = std::move(*endpoint);
   }
+  // An import reads InterIMAP's database first: a bad one must not leave a new twinbox one.
+  std::optional<std::vector<sync::InterimapMailbox>> interimap_state;
+  if (options.import_interimap) {
+    const std::string& source =
+        options.import_interimap->empty() ? config.interimap_database : *options.import_interimap;
+    if (source == config.database) {
+      log_error(
+          "{} is both InterIMAP's database and twinbox's (`database` is an absolute path): "
+          "set `database` to a new file for twinbox; nothing was imported",
+          source);
+      co_return kExitUsage;
+    }
+    auto state = sync::read_interimap_db(source);
+    if (!state) {
+      log_error("{}", state.error().message);
+      co_return kExitState;
+    }
+    interimap_state = std::move(*state);
+  }
   // --dry-run works on an in-memory copy: the state database is neither created nor changed.
   auto db = options.dry_run ? store::StateDb::open_scratch(config.database)
                             : store::StateDb::open(config.database);
@@ -179,6 +198,11 @@ asio::awaitable<int> run_sync(asio::io_context& io, const config::Config& config
       {tier_limit(config.local.change_detection), tier_limit(config.remote.change_detection)});
   sync::Engine engine(config, engine_options, **db, connector);
   StopOnSignal stop(io, engine);
+  if (options.import_interimap) {
+    Status imported = co_await engine.import_interimap(*interimap_state);
+    if (!imported) co_return report(imported.error());
+    co_return kExitOk;
+  }
   if (options.remove || options.rename) {
     // Two statements, not a conditional expression: g++ 12 miscompiles co_await inside ?:.
     Status done = ok_status();

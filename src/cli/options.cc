@@ -58,6 +58,12 @@ ParseOutcome parse_options(int argc, char** argv) {
                  "Write a JSON summary of the run to FILE (- for standard output) when it ends; "
                  "see twinbox(1)")
       ->type_name("FILE");
+  auto* import_interimap =
+      app.add_option("--import-interimap", options.import_interimap,
+                     "Import InterIMAP's state database (default: where InterIMAP keeps it for "
+                     "this config) into a new twinbox one, so that switching downloads nothing")
+          ->expected(0, 1)
+          ->type_name("FILE");
   app.add_flag("--version", version, "Print the version and exit");
   app.add_option("MAILBOX", options.mailboxes, "Mailboxes to sync (default: all listed)");
   repair->excludes(remove)->excludes(rename);
@@ -77,6 +83,12 @@ ParseOutcome parse_options(int argc, char** argv) {
     fmt::print(stderr, "twinbox: {}\nRun 'twinbox --help' for usage.\n", message);
     return ParseOutcome{std::nullopt, kExitUsage};
   };
+  if (import_interimap->count() > 0 && !options.import_interimap) options.import_interimap = "";
+  if (options.import_interimap &&
+      (options.repair || options.remove || options.rename || options.probe || options.watch ||
+       options.dry_run || !options.mailboxes.empty() || !options.stats_json.empty())) {
+    return usage_error("--import-interimap goes alone (with --config, -q, --debug)");
+  }
   if (watch->count() > 0 && !options.watch) options.watch = 0;
   if (options.notify && !options.watch) options.watch = 0;
   if (options.watch && *options.watch < 0) return usage_error("--watch takes a positive number");

@@ -24,19 +24,21 @@ enum ExitCode : int {
 };
 
 struct Options {
-  std::string config;                  // --config; empty: the default location
-  std::vector<std::string> targets;    // --target: local, remote, database
-  std::optional<int> watch;            // --watch[=SECONDS]
-  bool notify = false;                 // --notify
-  bool quiet = false;                  // -q
-  int debug = 0;                       // --debug, repeatable
-  bool repair = false;                 // --repair
-  bool remove = false;                 // --delete
-  bool rename = false;                 // --rename
-  bool dry_run = false;                // --dry-run
-  int jobs = 4;                        // --jobs: mailboxes synced at once
-  bool probe = false;                  // --probe
-  std::string stats_json;              // --stats-json FILE|-; empty: none
+  std::string config;                // --config; empty: the default location
+  std::vector<std::string> targets;  // --target: local, remote, database
+  std::optional<int> watch;          // --watch[=SECONDS]
+  bool notify = false;               // --notify
+  bool quiet = false;                // -q
+  int debug = 0;                     // --debug, repeatable
+  bool repair = false;               // --repair
+  bool remove = false;               // --delete
+  bool rename = false;               // --rename
+  bool dry_run = false;              // --dry-run
+  int jobs = 4;                      // --jobs: mailboxes synced at once
+  bool probe = false;                // --probe
+  std::string stats_json;            // --stats-json FILE|-; empty: none
+  // --import-interimap[=FILE]: "" for InterIMAP's default location of this config's database.
+  std::optional<std::string> import_interimap;
   std::vector<std::string> mailboxes;  // positional
 };
 

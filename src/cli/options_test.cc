@@ -106,5 +106,17 @@ TEST(Options, StatsJsonTakesAFileOrDashAndOnlyGoesWithSyncs) {
   EXPECT_EQ(with_delete.exit_code, kExitUsage);
 }
 
+TEST(Options, ImportInterimapTakesAnOptionalFileAndGoesAlone) {
+  auto default_path = parse({"--import-interimap"});
+  ASSERT_TRUE(default_path.options);
+  EXPECT_EQ(default_path.options->import_interimap, std::optional<std::string>(""));
+  auto file = parse({"--import-interimap=/tmp/old.db", "--debug"});
+  ASSERT_TRUE(file.options);
+  EXPECT_EQ(file.options->import_interimap, std::optional<std::string>("/tmp/old.db"));
+  EXPECT_FALSE(parse({"--import-interimap", "--watch"}).options);
+  EXPECT_FALSE(parse({"--import-interimap=/tmp/old.db", "INBOX"}).options);
+  EXPECT_FALSE(parse({}).options->import_interimap);
+}
+
 }  // namespace
 }  // namespace twinbox::cli

@@ -692,11 +692,12 @@ Result<std::string> resolve_config_path(std::string_view path, const Environment
   return fmt::format("{}/twinbox/{}", *base, path);
 }
 
-Result<std::string> resolve_data_path(std::string_view path, const Environment& env) {
+Result<std::string> resolve_data_path(std::string_view path, const Environment& env,
+                                      std::string_view program) {
   if (!path.empty() && path.front() == '/') return std::string(path);
   auto base = xdg_base(env.xdg_data_home, env, ".local/share", "XDG_DATA_HOME");
   if (!base) return std::move(base).error();
-  return fmt::format("{}/twinbox/{}", *base, path);
+  return fmt::format("{}/{}/{}", *base, program, path);
 }
 
 Result<std::vector<std::string>> parse_list_mailbox(std::string_view v) {
@@ -953,6 +954,9 @@ Result<Config> parse_config(std::string_view text, const std::string& file_name,
                      : diagnostic(file_name, 0, db.error().message));
   }
   config.database = std::move(*db);
+  auto interimap = resolve_data_path(
+      database != nullptr ? database->value : config.remote.host + ".db", env, "interimap");
+  if (interimap) config.interimap_database = std::move(*interimap);
   return config;
 }
 

@@ -113,8 +113,11 @@ struct EndpointConfig {
 };
 
 struct Config {
-  std::string file;                            // the file name used in messages
-  std::string database;                        // resolved: absolute path of the SQLite state file
+  std::string file;      // the file name used in messages
+  std::string database;  // resolved: absolute path of the SQLite state file
+  // Where InterIMAP keeps its state for this same file: the same `database` value resolved
+  // under $XDG_DATA_HOME/interimap/ (the default of --import-interimap).
+  std::string interimap_database;
   std::vector<std::string> list_mailbox{"*"};  // LIST patterns; '\0' stands for the delimiter
   std::vector<std::string> list_select_opts;   // upper-cased words, e.g. "SUBSCRIBED"
   std::optional<std::string> ignore_mailbox;   // PCRE source, compiled by the user of the config
@@ -143,9 +146,10 @@ Result<std::string> resolve_config_path(std::string_view path,
                                         const Environment& env = Environment::from_process());
 
 // A database path resolved as InterIMAP does: absolute as-is, else under
-// $XDG_DATA_HOME/twinbox/ (or ~/.local/share/twinbox/). Creates nothing.
+// $XDG_DATA_HOME/PROGRAM/ (or ~/.local/share/PROGRAM/). Creates nothing.
 Result<std::string> resolve_data_path(std::string_view path,
-                                      const Environment& env = Environment::from_process());
+                                      const Environment& env = Environment::from_process(),
+                                      std::string_view program = "twinbox");
 
 // Reads and checks the file at `path` (already resolved). Also warns (log_warning) when the file
 // holds a password and is readable by group or others, and registers passwords as log secrets.

@@ -67,6 +67,7 @@ std::string remote_with(std::string_view lines) {
 
 void expect_sample(const Config& c) {
   EXPECT_EQ(c.database, "/home/u/.local/share/twinbox/imap.example.net.db");
+  EXPECT_EQ(c.interimap_database, "/home/u/.local/share/interimap/imap.example.net.db");
   EXPECT_EQ(c.list_select_opts, std::vector<std::string>{"SUBSCRIBED"});
   EXPECT_EQ(c.list_mailbox, std::vector<std::string>{"*"});
   EXPECT_EQ(c.ignore_mailbox, "^virtual(?:\\x00|$)");
@@ -244,6 +245,8 @@ TEST(ConfigTest, DefaultSectionKeys) {
       "log-prefix = %n: \n"
       "[local]\n[remote]\n");
   EXPECT_EQ(c.database, "/home/u/.local/share/twinbox/sync.db");
+  // The same file name where InterIMAP keeps its state: --import-interimap's default.
+  EXPECT_EQ(c.interimap_database, "/home/u/.local/share/interimap/sync.db");
   EXPECT_EQ(c.list_mailbox,
             (std::vector<std::string>{"INBOX", "Sent Items", std::string("Lists\0*", 7)}));
   EXPECT_EQ(c.list_select_opts, (std::vector<std::string>{"SUBSCRIBED", "RECURSIVEMATCH"}));

@@ -27,6 +27,7 @@
 #include "config/config.h"
 #include "config/mailbox_pattern.h"
 #include "store/state_db.h"
+#include "sync/interimap_import.h"
 #include "sync/mail_store.h"
 #include "sync/progress.h"
 
@@ -95,6 +96,13 @@ class Engine {
   // the database. Refused when TO exists on a targeted side or in the database.
   asio::awaitable<Status> rename_mailbox(const std::string& from, const std::string& to,
                                          Targets targets);
+
+  // --import-interimap: records InterIMAP's state (read_interimap_db()) in the empty state
+  // database, with each pair's base flags recovered from both servers (import_base_flags()).
+  // Mailboxes InterIMAP never finished, or whose UIDVALIDITY changed since, are left out: the
+  // next sync pairs their messages by content. Nothing on the servers changes; the database is
+  // written in one transaction.
+  asio::awaitable<Status> import_interimap(const std::vector<InterimapMailbox>& mailboxes);
 
   // SIGINT/SIGTERM: finish the step in progress (the mailbox being synced keeps its state
   // consistent at every step), then end the run successfully.

@@ -5,7 +5,9 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -72,6 +74,14 @@ inline testing::AssertionResult both_hold(const SyncPair& pair, const Snapshot& 
     }
   }
   return testing::AssertionSuccess();
+}
+
+// A file's whole contents ("" if it cannot be read).
+inline std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
 }
 
 // The source tree's root (tests/servers/... live there).

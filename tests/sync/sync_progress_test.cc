@@ -120,12 +120,7 @@ TEST(SyncProgress, DrawnInPlaceOnATerminalOnly) {
   EXPECT_TRUE(pair.expect_converged());
 }
 
-json read_json(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return json::parse(text.str());
-}
+json read_json(const std::string& path) { return json::parse(read_text(path)); }
 
 const json* mailbox_entry(const json& doc, const std::string& name) {
   for (const auto& m : doc["mailboxes"]) {
