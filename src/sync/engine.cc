@@ -416,20 +416,33 @@ asio::awaitable<Result<bool>> Engine::wait_for_changes() {
   PerSide<bool> notifying{}, idling{};
   for (Side side : kSides) {
     auto& replica = *stores_[side];
-    if (options_.notify && replica.can_notify()) {
-      Status set = co_await replica.notify(true);
-      if (!set) co_return set.error();
-      notifying[side] = true;
-      continue;
-    }
-    if (listed_[side].count("INBOX")) {
-      auto started = co_await replica.start_idle("INBOX");
-      if (!started) co_return started.error();
-      idling[side] = *started;
-    }
+    if (!options_.notify || !replica.can_notify()) continue;
+    // Nothing selected: Dovecot sends the selected mailbox's changes only when a command or IDLE
+    // is in progress, so a delivery to the mailbox the cycle left selected would go unannounced.
+    // Unselected, every mailbox is under the "personal" filter.
+    Status left = co_await replica.unselect();
+    if (!left) co_return left.error();
+    Status set = co_await replica.notify(true);
+    if (!set) co_return set.error();
+    notifying[side] = true;
   }
   const auto until = std::chrono::steady_clock::now() + *options_.watch;
   bool changed = false;
+  if (notifying[Side::local] || notifying[Side::remote]) {
+    // A change made after the cycle looked at a mailbox and before NOTIFY SET would be
+    // announced by nothing until the next full cycle: look once more, now that announcements
+    // are on (the LIST-STATUS of a no-op cycle). Before any IDLE: no command may follow one.
+    auto moved = co_await changed_since_cycle();
+    if (!moved) co_return moved.error();
+    if (*moved) log_debug("a change came during the cycle");
+    changed = *moved;
+  }
+  for (Side side : kSides) {
+    if (changed || notifying[side] || !listed_[side].count("INBOX")) continue;
+    auto started = co_await stores_[side]->start_idle("INBOX");
+    if (!started) co_return started.error();
+    idling[side] = *started;
+  }
   while (!stop_ && !changed && std::chrono::steady_clock::now() < until) {
     for (Side side : kSides) {
       auto woke = co_await stores_[side]->wait_for_change(std::chrono::milliseconds(250));
@@ -451,6 +464,38 @@ asio::awaitable<Result<bool>> Engine::wait_for_changes() {
     }
   }
   co_return !stop_;
+}
+
+asio::awaitable<Result<bool>> Engine::changed_since_cycle() {
+  std::vector<std::string> patterns = config_.list_mailbox;
+  if (!options_.mailboxes.empty()) {
+    patterns.clear();
+    for (const auto& name : options_.mailboxes) patterns.push_back(from_command_line(name));
+  }
+  auto list_local = stores_[Side::local]->list(patterns, config_.list_select_opts);
+  auto list_remote = stores_[Side::remote]->list(patterns, config_.list_select_opts);
+  auto listed = co_await both(std::move(list_local), std::move(list_remote));
+  PerSide<std::map<std::string, ListedMailbox>> fresh;
+  for (Side side : kSides) {
+    if (!listed[side]) co_return listed[side].error();
+    for (auto& m : *listed[side]) {
+      if (!m.selectable || ignored(m.name)) continue;
+      // Without a status to compare, this look cannot tell (and must not wake every time).
+      if (!m.uidvalidity || !m.uidnext || !m.highestmodseq) co_return false;
+      fresh[side][m.name] = std::move(m);
+    }
+  }
+  if (fresh[Side::local].size() != fresh[Side::remote].size()) co_return true;
+  std::swap(listed_, fresh);  // what needs_sync() compares with the database
+  bool changed = false;
+  for (const auto& [name, m] : listed_[Side::local]) {
+    if (!listed_[Side::remote].count(name)) changed = true;
+    if (changed) break;
+    auto needed = needs_sync(name);
+    if (!needed) co_return needed.error();
+    changed = *needed;
+  }
+  co_return changed;
 }
 
 asio::awaitable<Result<std::vector<std::string>>> Engine::reconcile_mailboxes() {

@@ -142,6 +142,9 @@ class Engine {
   asio::awaitable<void> sync_worker(Lane lane, const std::vector<std::string>& work,
                                     std::size_t& next, std::optional<Error>& fatal);
   asio::awaitable<Result<std::vector<std::string>>> reconcile_mailboxes();
+  // Whether a mailbox changed since the cycle recorded it (a fresh LIST-STATUS against the
+  // database); false when the listing carries no status to tell.
+  asio::awaitable<Result<bool>> changed_since_cycle();
   // One mailbox pair, in phases: observe both sides, recover what an interrupted run left,
   // load the recorded pairs, re-read everything if the server cannot be trusted, turn it all
   // into the planner's observation, plan, and execute (or print, in a dry run).

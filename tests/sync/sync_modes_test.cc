@@ -671,6 +671,29 @@ TEST(SyncWatch, NotifyDeliversNewMailInAnyMailboxWithinSeconds) {
   EXPECT_TRUE(ran_ok(run));
 }
 
+// The mailbox a cycle synced stays selected; Dovecot announces a selected mailbox's changes only
+// during a command or IDLE, so --notify must leave it before waiting: a second delivery to the
+// same mailbox arrives within seconds too, not at the next full cycle (found by bench/live.py).
+TEST(SyncWatch, NotifyAnnouncesTheMailboxTheLastCycleSynced) {
+  SyncPair pair;
+  pair.append(Side::remote, "INBOX", test_messages("notify-again", 2));
+  ASSERT_TRUE(synced(pair));
+  Watching watching(pair, {"--notify", "--watch=600"});
+  std::this_thread::sleep_for(2s);
+  pair.append(Side::remote, "INBOX", test_message("notify-again-first", 1));
+  const bool first =
+      arrives_within(pair, Side::local, "INBOX", test_message_id("notify-again-first", 1), 15s);
+  std::this_thread::sleep_for(1s);
+  pair.append(Side::remote, "INBOX", test_message("notify-again-second", 1));
+  const bool second =
+      arrives_within(pair, Side::local, "INBOX", test_message_id("notify-again-second", 1), 15s);
+  const RunResult& run = watching.stop();
+  EXPECT_TRUE(first) << run.describe();
+  EXPECT_TRUE(second) << "a second delivery to INBOX did not arrive within 15 s\n"
+                      << run.describe();
+  EXPECT_TRUE(ran_ok(run));
+}
+
 // =============================================================================================
 // list-reference: three remote accounts into one local server, each under its own prefix.
 
