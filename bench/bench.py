@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark: twinbox against InterIMAP (and mbsync) on the same corpus and servers.
+"""Side-by-side benchmark: twinbox against InterIMAP (and mbsync, OfflineIMAP) on the same corpus
+and servers.
 
 Everything runs on this machine: two throwaway Dovecot servers per run (tests/dovecot/lab), a
 seeded corpus written once as a Maildir template and copied for every run, so that both tools
@@ -20,6 +21,14 @@ RSS, and bytes each way on the remote connection (counted by the proxy both tool
 With --tools mbsync,twinbox-condstore,twinbox-plain: mbsync (isync), and twinbox against a
 remote that shows only Gmail's capabilities (CONDSTORE, no QRESYNC) or Microsoft 365's (plain
 IMAP), both with COMPRESS=DEFLATE, which mbsync 1.4 uses as twinbox does with compress = YES.
+With --tools offlineimap: OfflineIMAP (offlineimap3), IMAP to IMAP like the others, against the
+full Dovecot; its rows have no ratio (absolute numbers, and wall / floor).
+
+After every scenario of every tool but the floor, a strict check compares the two servers: per
+mailbox the multiset of (Message-ID, flags and keywords), the mailbox and subscription lists, and
+headers a tool injected into the messages (mbsync's X-TUID, OfflineIMAP's X-OfflineIMAP). Its
+verdict ("yes" or what differs) is the "strict" column; only the message counts per mailbox
+decide the run's status, so a tool that loses keywords still has its timings reported.
 
 Printed as a table with the ratios twinbox / InterIMAP (twinbox's tiers: / mbsync, including
 bytes), and written to OUT/results.json,
@@ -377,6 +386,7 @@ class Measure:
     bytes_up: int = 0
     bytes_down: int = 0
     status: int = 0
+    strict: str = ""  # "yes", or what differs between the servers after this scenario
 
 
 def run_measured(argv, log_path, proxy, work):
@@ -431,6 +441,34 @@ def write_mbsync_config(path, state_dir, local, remote_port, remote_user, remote
         "Channel bench\nFar :remote:\nNear :local:\nPatterns *\nCreate Both\n"
         "Expunge Both\nRemove None\nCopyArrivalDate yes\nSync All\n"
         f"SyncState {state_dir}/\n")
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write(text)
+
+
+def write_offlineimap_config(path, state_dir, local, remote_port, remote_user, remote_password):
+    """OfflineIMAP (offlineimap3 8.0) between the same two servers: its local repository can be
+    an IMAP server too, so both are `type = IMAP` over TCP, as for the other tools. Every folder,
+    both ways, folders created and deletions propagated (expunged) on both sides; its metadata
+    in a directory of its own. (Where a server lacks UIDPLUS it adds an X-OfflineIMAP header to
+    what it copies, to find the new UID again.)
+    Uncompressed, its default, unlike the other tools: with `usecompression = yes` it hangs for
+    good in the tiny corpus's initial sync. Its imaplib2 (3.05) inflates at most 32 KiB per read
+    and then waits for the socket to be readable again, while the rest of the message sits in
+    the inflater; so its bytes on the wire are not comparable with the others'."""
+    os.makedirs(state_dir, exist_ok=True)
+    repositories = []
+    for name, port, user, password in (
+            ("local", local.facts["port"], local.facts["user"], local.facts["password"]),
+            ("remote", remote_port, remote_user, remote_password)):
+        # ConfigParser interpolation: a literal % is written %%.
+        repositories.append(
+            f"[Repository {name}]\ntype = IMAP\nremotehost = 127.0.0.1\nremoteport = {port}\n"
+            f"remoteuser = {user}\nremotepass = {str(password).replace('%', '%%')}\n"
+            "ssl = no\nstarttls = no\nauth_mechanisms = PLAIN, LOGIN\ncreatefolders = True\n"
+            "expunge = yes\nsync_deletes = yes\n\n")
+    text = (f"[general]\naccounts = bench\nmetadata = {state_dir}\nui = quiet\n\n"
+            "[Account bench]\nlocalrepository = local\nremoterepository = remote\n\n"
+            + "".join(repositories))
     with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
         f.write(text)
 
@@ -503,6 +541,10 @@ def run_tool(tool, binary, work, template, names, size, messages, rtt_ms, seed, 
             write_mbsync_config(config, os.path.join(work, f"{tag}-state"), local, proxy.port,
                                 remote.facts["user"], remote.facts["password"])
             argv = [binary, "-q", "-c", config, "bench"]
+        elif tool == "offlineimap":
+            write_offlineimap_config(config, os.path.join(work, f"{tag}-state"), local,
+                                     proxy.port, remote.facts["user"], remote.facts["password"])
+            argv = [binary, "-o", "-u", "quiet", "-c", config]
         else:
             write_config(config, tool, os.path.join(work, f"{tag}.db"), local, proxy.port,
                          remote.facts["user"], remote.facts["password"])
@@ -516,10 +558,12 @@ def run_tool(tool, binary, work, template, names, size, messages, rtt_ms, seed, 
             if scenario == "changes":
                 apply_changes(local, remote, names, seed, messages)
             wall, cpu, rss, up, down, status = run_measured(argv, log_path, proxy, work)
+            # Outside the timed run; the floor keeps no state and is no sync, so it is not checked.
+            strict = "n/a" if tool == "floor" else strict_check(local, remote)
             m = Measure(tool, scenario, rtt_ms, size, messages, round(wall, 3), round(cpu, 3),
-                        rss, up, down, status)
+                        rss, up, down, status, strict)
             log(f"{tag}: {scenario}: {wall:.2f} s wall, {cpu:.2f} s CPU, {rss // 1024} MiB, "
-                f"{up} B up, {down} B down, status {status}")
+                f"{up} B up, {down} B down, status {status}, strict: {strict}")
             results.append(m)
             if status != 0:
                 log(f"{tag}: {scenario} failed (status {status}); see {log_path}")
@@ -548,6 +592,90 @@ def converged(local, remote):
     return a == b
 
 
+def server_state(lab):
+    """What the strict check compares on one server: {mailbox: {Message-ID: [flag tuples]}}, the
+    mailbox list, the subscription list, and how many messages carry each injected header.
+    Names are given with "/" as the separator, whatever the lab's, so that two labs compare.
+    \\Recent is dropped: it is per session, not synced state. One fetch of every mailbox, in
+    doveadm's JSON (flow output has no quoting)."""
+    def name(mailbox):
+        return mailbox if lab.separator == "/" else mailbox.replace(lab.separator, "/")
+
+    rows = json.loads(lab.doveadm("-f", "json", "fetch",
+                                  "mailbox hdr.message-id hdr.x-tuid hdr.x-offlineimap flags",
+                                  "all") or "[]")
+    boxes, injected = {}, {"X-TUID": 0, "X-OfflineIMAP": 0}
+    for row in rows:
+        flags = tuple(sorted(set(row.get("flags", "").split()) - {"\\Recent"}))
+        message_id = row.get("hdr.message-id", "").strip()
+        boxes.setdefault(name(row["mailbox"]), {}).setdefault(message_id, []).append(flags)
+        for header in injected:
+            if row.get("hdr." + header.lower(), "").strip():
+                injected[header] += 1
+    for ids in boxes.values():
+        for flag_sets in ids.values():
+            flag_sets.sort()
+
+    def names(*args):
+        return {name(n) for n in lab.doveadm("mailbox", "list", *args).splitlines() if n}
+
+    return boxes, names(), names("-s"), injected
+
+
+def strict_check(local, remote):
+    """Beyond equal message counts: are the two servers the same mailbox store? Returns "yes",
+    or a short list of what differs (messages only on one side or duplicated, flags or keywords
+    that differ, mailbox or subscription lists, injected headers), so that a table row says what
+    a tool does not carry, not only how fast it is."""
+    try:
+        (a_boxes, a_names, a_subs, a_inj), (b_boxes, b_names, b_subs, b_inj) = \
+            server_state(local), server_state(remote)
+    except (RuntimeError, ValueError, KeyError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return "check failed: " + first[:80]
+    reasons = []
+    if a_names != b_names:
+        only = sorted(a_names ^ b_names)
+        more = ", ..." if len(only) > 3 else ""
+        reasons.append(f"mailboxes differ ({', '.join(only[:3])}{more})")
+    unpaired = flags_differ = keywords_differ = lost_local = lost_remote = 0
+    for box in a_boxes.keys() | b_boxes.keys():
+        a, b = a_boxes.get(box, {}), b_boxes.get(box, {})
+        for message_id in a.keys() | b.keys():
+            fa, fb = a.get(message_id, []), b.get(message_id, [])
+            if len(fa) != len(fb):
+                unpaired += abs(len(fa) - len(fb))
+                continue
+            for x, y in zip(fa, fb):
+                if x == y:
+                    continue
+                keywords_x = {f for f in x if not f.startswith("\\")}
+                keywords_y = {f for f in y if not f.startswith("\\")}
+                if set(x) - keywords_x != set(y) - keywords_y:
+                    flags_differ += 1
+                elif keywords_x < keywords_y:
+                    lost_local += 1
+                elif keywords_y < keywords_x:
+                    lost_remote += 1
+                else:
+                    keywords_differ += 1
+    if unpaired:
+        reasons.append(f"{unpaired} messages missing or duplicated on one side")
+    if flags_differ:
+        reasons.append(f"flags differ in {flags_differ} messages")
+    if lost_local or lost_remote:
+        reasons.append(f"keywords lost in {lost_local} local, {lost_remote} remote messages")
+    if keywords_differ:
+        reasons.append(f"keywords differ in {keywords_differ} messages")
+    if a_subs != b_subs:
+        reasons.append(f"subscriptions differ ({len(a_subs)} local, {len(b_subs)} remote)")
+    for header in a_inj:
+        if a_inj[header] or b_inj[header]:
+            reasons.append(f"{header} header injected in {a_inj[header]} local, "
+                           f"{b_inj[header]} remote messages")
+    return "; ".join(reasons) or "yes"
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -558,8 +686,8 @@ def ratio(a, b):
 def report(results, out_dir, machine):
     lines = [f"Benchmark run {time.strftime('%Y-%m-%d %H:%M %Z')} on {machine}", "",
              "| corpus | RTT | scenario | tool | wall s | CPU s | peak RSS MiB | bytes up | "
-             "bytes down | wall ratio | CPU ratio | bytes ratio | wall / floor |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "bytes down | wall ratio | CPU ratio | bytes ratio | wall / floor | strict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     keyed = {(m.size, m.rtt_ms, m.scenario, m.tool): m for m in results}
     for m in results:
         ref = keyed.get((m.size, m.rtt_ms, m.scenario, REFERENCE.get(m.tool, "")))
@@ -572,7 +700,7 @@ def report(results, out_dir, machine):
         lines.append(f"| {m.size} ({m.messages}) | {m.rtt_ms} ms | {m.scenario} | {m.tool}{failed} "
                      f"| {m.wall_s:.2f} | {m.cpu_s:.2f} | {m.peak_rss_kib / 1024:.1f} | "
                      f"{m.bytes_up} | {m.bytes_down} | {wall_ratio} | {cpu_ratio} | "
-                     f"{bytes_ratio} | {over_floor} |")
+                     f"{bytes_ratio} | {over_floor} | {m.strict} |")
     text = "\n".join(lines) + "\n"
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write(text)
@@ -617,11 +745,14 @@ def main():
     p.add_argument("--tools", default="interimap,twinbox,floor",
                    help="interimap, twinbox, floor (the servers' floor: bench/floor.cc), "
                         "mbsync, and twinbox-condstore / twinbox-plain (the remote without "
-                        "QRESYNC / without CONDSTORE, compared with mbsync)")
+                        "QRESYNC / without CONDSTORE, compared with mbsync), offlineimap "
+                        "(OfflineIMAP, IMAP to IMAP; absolute numbers, no ratio)")
     p.add_argument("--twinbox", default=os.path.join(ROOT, "build", "release", "src", "cli",
                                                       "twinbox"))
     p.add_argument("--interimap", default=shutil.which("interimap") or "/usr/bin/interimap")
     p.add_argument("--mbsync", default=shutil.which("mbsync") or "/usr/bin/mbsync")
+    p.add_argument("--offlineimap",
+                   default=shutil.which("offlineimap") or "/usr/bin/offlineimap")
     p.add_argument("--floor", default=os.path.join(ROOT, "build", "release", "bench",
                                                     "twinbox_floor"))
     p.add_argument("--seed", type=int, default=42)
@@ -655,7 +786,8 @@ def main():
             for rtt in (int(x) for x in args.rtt.split(",")):
                 for tool in args.tools.split(","):
                     binary = {"interimap": args.interimap, "floor": args.floor,
-                              "mbsync": args.mbsync}.get(tool, args.twinbox)
+                              "mbsync": args.mbsync,
+                              "offlineimap": args.offlineimap}.get(tool, args.twinbox)
                     results += run_tool(tool, binary, work, template, names, size, messages,
                                         rtt, args.seed, args.out)
     finally:
