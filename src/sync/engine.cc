@@ -466,7 +466,7 @@ asio::awaitable<Result<bool>> Engine::wait_for_changes() {
   co_return !stop_;
 }
 
-asio::awaitable<Result<bool>> Engine::changed_since_cycle() {
+asio::awaitable<PerSide<Result<std::vector<ListedMailbox>>>> Engine::list_both() {
   std::vector<std::string> patterns = config_.list_mailbox;
   if (!options_.mailboxes.empty()) {
     patterns.clear();
@@ -474,7 +474,11 @@ asio::awaitable<Result<bool>> Engine::changed_since_cycle() {
   }
   auto list_local = stores_[Side::local]->list(patterns, config_.list_select_opts);
   auto list_remote = stores_[Side::remote]->list(patterns, config_.list_select_opts);
-  auto listed = co_await both(std::move(list_local), std::move(list_remote));
+  co_return co_await both(std::move(list_local), std::move(list_remote));
+}
+
+asio::awaitable<Result<bool>> Engine::changed_since_cycle() {
+  auto listed = co_await list_both();
   PerSide<std::map<std::string, ListedMailbox>> fresh;
   for (Side side : kSides) {
     if (!listed[side]) co_return listed[side].error();
@@ -499,14 +503,7 @@ asio::awaitable<Result<bool>> Engine::changed_since_cycle() {
 }
 
 asio::awaitable<Result<std::vector<std::string>>> Engine::reconcile_mailboxes() {
-  std::vector<std::string> patterns = config_.list_mailbox;
-  if (!options_.mailboxes.empty()) {
-    patterns.clear();
-    for (const auto& name : options_.mailboxes) patterns.push_back(from_command_line(name));
-  }
-  auto list_local = stores_[Side::local]->list(patterns, config_.list_select_opts);
-  auto list_remote = stores_[Side::remote]->list(patterns, config_.list_select_opts);
-  auto listed = co_await both(std::move(list_local), std::move(list_remote));
+  auto listed = co_await list_both();
   for (Side side : kSides) {
     if (!listed[side]) co_return listed[side].error();
     listed_[side].clear();

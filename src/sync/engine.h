@@ -142,6 +142,8 @@ class Engine {
   asio::awaitable<void> sync_worker(Lane lane, const std::vector<std::string>& work,
                                     std::size_t& next, std::optional<Error>& fatal);
   asio::awaitable<Result<std::vector<std::string>>> reconcile_mailboxes();
+  // LIST (with status where offered) of the configured patterns on both sides at once.
+  asio::awaitable<PerSide<Result<std::vector<ListedMailbox>>>> list_both();
   // Whether a mailbox changed since the cycle recorded it (a fresh LIST-STATUS against the
   // database); false when the listing carries no status to tell.
   asio::awaitable<Result<bool>> changed_since_cycle();

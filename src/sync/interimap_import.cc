@@ -103,74 +103,83 @@ Result<std::vector<InterimapMailbox>> read_interimap_db(const std::string& path)
 
   std::vector<InterimapMailbox> mailboxes;
   std::map<std::int64_t, std::size_t> by_idx;
-  {
-    auto q = db.query("SELECT idx, mailbox, subscribed FROM mailboxes ORDER BY idx");
+  // Runs `sql` and hands each row to `read`; a query InterIMAP's schema cannot answer means
+  // the file is someone else's.
+  const auto each_row = [&](const std::string& sql, const auto& read) -> Status {
+    auto q = db.query(sql);
     if (!q) return foreign(path, q.error().message);
     for (;;) {
       auto row = q->step();
       if (!row) return row.error();
-      if (!*row) break;
-      InterimapMailbox m;
-      m.idx = q->int64(0);
-      auto name = internal_name(path, m.idx, q->blob(1));
-      if (!name) return name.error();
-      m.name = std::move(*name);
-      m.subscribed = q->int64(2) != 0;
-      by_idx[m.idx] = mailboxes.size();
-      mailboxes.push_back(std::move(m));
+      if (!*row) return ok_status();
+      Status done = read(*q);
+      if (!done) return done;
     }
-  }
+  };
+  // The mailbox a side or mapping row names.
+  const auto mailbox_of = [&](std::string_view table,
+                              std::int64_t idx) -> Result<InterimapMailbox*> {
+    auto it = by_idx.find(idx);
+    if (it == by_idx.end()) {
+      return foreign(
+          path, fmt::format("table {} names mailbox idx={}, which does not exist", table, idx));
+    }
+    return &mailboxes[it->second];
+  };
+
+  Status read = each_row("SELECT idx, mailbox, subscribed FROM mailboxes ORDER BY idx",
+                         [&](store::sql::Query& q) -> Status {
+                           InterimapMailbox m;
+                           m.idx = q.int64(0);
+                           auto name = internal_name(path, m.idx, q.blob(1));
+                           if (!name) return name.error();
+                           m.name = std::move(*name);
+                           m.subscribed = q.int64(2) != 0;
+                           by_idx[m.idx] = mailboxes.size();
+                           mailboxes.push_back(std::move(m));
+                           return ok_status();
+                         });
+  if (!read) return read.error();
   for (Side side : store::kSides) {
     const std::string table(store::side_name(side));
-    auto q =
-        db.query(fmt::format("SELECT idx, UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ FROM {}", table));
-    if (!q) return foreign(path, q.error().message);
-    for (;;) {
-      auto row = q->step();
-      if (!row) return row.error();
-      if (!*row) break;
-      const std::int64_t idx = q->int64(0);
-      auto it = by_idx.find(idx);
-      if (it == by_idx.end()) {
-        return foreign(
-            path, fmt::format("table {} names mailbox idx={}, which does not exist", table, idx));
-      }
-      auto uidvalidity = uid_column(path, table, idx, "UIDVALIDITY", q->int64(1), false);
-      auto uidnext = uid_column(path, table, idx, "UIDNEXT", q->int64(2), true);
-      if (!uidvalidity) return uidvalidity.error();
-      if (!uidnext) return uidnext.error();
-      store::SideState state;
-      state.uidvalidity = *uidvalidity;
-      if (*uidnext > 0) state.uidnext = *uidnext;
-      // Written with %lld: a value of 2^63 or more reads back negative; the bits are the same.
-      const auto modseq = static_cast<ModSeq>(q->int64(3));
-      if (modseq > 0) state.highestmodseq = modseq;
-      mailboxes[it->second].sides[side] = state;
-    }
+    read = each_row(fmt::format("SELECT idx, UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ FROM {}", table),
+                    [&](store::sql::Query& q) -> Status {
+                      const std::int64_t idx = q.int64(0);
+                      auto mailbox = mailbox_of(table, idx);
+                      if (!mailbox) return mailbox.error();
+                      auto uidvalidity =
+                          uid_column(path, table, idx, "UIDVALIDITY", q.int64(1), false);
+                      auto uidnext = uid_column(path, table, idx, "UIDNEXT", q.int64(2), true);
+                      if (!uidvalidity) return uidvalidity.error();
+                      if (!uidnext) return uidnext.error();
+                      store::SideState state;
+                      state.uidvalidity = *uidvalidity;
+                      if (*uidnext > 0) state.uidnext = *uidnext;
+                      // Written with %lld: a value of 2^63 or more reads back negative; the bits
+                      // are the same.
+                      const auto modseq = static_cast<ModSeq>(q.int64(3));
+                      if (modseq > 0) state.highestmodseq = modseq;
+                      (*mailbox)->sides[side] = state;
+                      return ok_status();
+                    });
+    if (!read) return read.error();
   }
-  {
-    auto q = db.query("SELECT idx, lUID, rUID FROM mapping ORDER BY idx, lUID");
-    if (!q) return foreign(path, q.error().message);
-    for (;;) {
-      auto row = q->step();
-      if (!row) return row.error();
-      if (!*row) break;
-      const std::int64_t idx = q->int64(0);
-      auto it = by_idx.find(idx);
-      if (it == by_idx.end()) {
-        return foreign(
-            path, fmt::format("table mapping names mailbox idx={}, which does not exist", idx));
-      }
-      auto local = uid_column(path, "mapping", idx, "lUID", q->int64(1), false);
-      auto remote = uid_column(path, "mapping", idx, "rUID", q->int64(2), false);
-      if (!local) return local.error();
-      if (!remote) return remote.error();
-      store::PerSide<Uid> uids{};
-      uids[Side::local] = *local;
-      uids[Side::remote] = *remote;
-      mailboxes[it->second].pairs.push_back(uids);
-    }
-  }
+  read = each_row("SELECT idx, lUID, rUID FROM mapping ORDER BY idx, lUID",
+                  [&](store::sql::Query& q) -> Status {
+                    const std::int64_t idx = q.int64(0);
+                    auto mailbox = mailbox_of("mapping", idx);
+                    if (!mailbox) return mailbox.error();
+                    auto local = uid_column(path, "mapping", idx, "lUID", q.int64(1), false);
+                    auto remote = uid_column(path, "mapping", idx, "rUID", q.int64(2), false);
+                    if (!local) return local.error();
+                    if (!remote) return remote.error();
+                    store::PerSide<Uid> uids{};
+                    uids[Side::local] = *local;
+                    uids[Side::remote] = *remote;
+                    (*mailbox)->pairs.push_back(uids);
+                    return ok_status();
+                  });
+  if (!read) return read.error();
   return mailboxes;
 }
 
