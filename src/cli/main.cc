@@ -71,15 +71,16 @@ long peak_resident_kib() {
 }
 
 void print_summary(const sync::RunSummary& s) {
+  const sync::MailboxReport t = s.total();
   log_info(
       "{} mailbox(es), {} synced{}; copied {} to local, {} to remote; expunged {} local, {} "
       "remote; flags set {} local, {} remote{}",
       s.mailboxes_seen, s.mailboxes_synced,
       s.mailboxes_failed > 0 ? fmt::format(", {} FAILED", s.mailboxes_failed) : "",
-      s.copied_to[store::Side::local], s.copied_to[store::Side::remote],
-      s.expunged_on[store::Side::local], s.expunged_on[store::Side::remote],
-      s.flags_set_on[store::Side::local], s.flags_set_on[store::Side::remote],
-      s.conflicts > 0 ? fmt::format("; {} conflict(s) resolved", s.conflicts) : "");
+      t.copied_to[store::Side::local], t.copied_to[store::Side::remote],
+      t.expunged_on[store::Side::local], t.expunged_on[store::Side::remote],
+      t.flags_set_on[store::Side::local], t.flags_set_on[store::Side::remote],
+      t.conflicts > 0 ? fmt::format("; {} conflict(s) resolved", t.conflicts) : "");
   for (store::Side side : store::kSides) {
     log_info("{}: received {} bytes, sent {} bytes", store::side_name(side), s.wire_in[side],
              s.wire_out[side]);
@@ -223,7 +224,7 @@ asio::awaitable<int> run_sync(asio::io_context& io, const config::Config& config
     status = summary->mailboxes_failed > 0 ? kExitPartial : kExitOk;
   } else {
     status = report(summary.error());
-    facts.error = Log::instance().scrub(summary.error().to_string());
+    facts.error = summary.error().to_string();  // scrubbed by stats_json()
   }
   if (!options.stats_json.empty()) {
     facts.duration = std::chrono::steady_clock::now() - started;

@@ -53,15 +53,15 @@ json mailbox_side(const sync::MailboxReport& r, store::Side side) {
 }  // namespace
 
 std::string stats_json(const sync::RunSummary& summary, const RunFacts& facts) {
+  const sync::MailboxReport totals = summary.total();
   json sides = json::object();
   for (store::Side side : store::kSides) {
-    std::uint64_t bytes_copied = 0;
-    for (const auto& [name, r] : summary.mailboxes) bytes_copied += r.bytes_copied_to[side];
-    sides[std::string(store::side_name(side))] = {
-        {"bytes_received", summary.wire_in[side]}, {"bytes_sent", summary.wire_out[side]},
-        {"copied_to", summary.copied_to[side]},    {"bytes_copied_to", bytes_copied},
-        {"expunged", summary.expunged_on[side]},   {"flags_set", summary.flags_set_on[side]},
-    };
+    // The per-mailbox counts summed, without a tier (each mailbox has its own), plus the wire.
+    json total = mailbox_side(totals, side);
+    total.erase("tier");
+    total["bytes_received"] = summary.wire_in[side];
+    total["bytes_sent"] = summary.wire_out[side];
+    sides[std::string(store::side_name(side))] = std::move(total);
   }
   json mailboxes = json::array();
   for (const auto& [name, r] : summary.mailboxes) {
@@ -89,7 +89,7 @@ std::string stats_json(const sync::RunSummary& summary, const RunFacts& facts) {
       {"mailboxes_seen", summary.mailboxes_seen},
       {"mailboxes_synced", summary.mailboxes_synced},
       {"mailboxes_failed", summary.mailboxes_failed},
-      {"conflicts", summary.conflicts},
+      {"conflicts", totals.conflicts},
       {"sides", std::move(sides)},
       {"mailboxes", std::move(mailboxes)},
   };

@@ -23,7 +23,6 @@ sync::RunSummary sample_summary() {
   s.mailboxes_seen = 2;
   s.mailboxes_synced = 1;
   s.mailboxes_failed = 1;
-  s.copied_to[Side::local] = 3;
   s.wire_in[Side::remote] = 4096;
   s.wire_out[Side::remote] = 512;
   s.cycles = 1;

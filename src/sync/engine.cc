@@ -60,8 +60,6 @@ class HashingSource : public BodySource {
   Sha256 hasher_;
 };
 
-std::string join_flags(const FlagSet& flags) { return fmt::format("{}", fmt::join(flags, " ")); }
-
 // "About to APPEND message `source_uid` to `to`", recorded before the APPEND is sent.
 store::Intent append_intent(store::MailboxId id, Side to, Uid source_uid, Uid target_next,
                             std::uint64_t size, const FlagSet& flags) {
@@ -608,7 +606,6 @@ asio::awaitable<Status> Engine::sync_mailbox(const std::string& name, const Lane
   auto plan = plan_mailbox(*observation);
   if (!plan) co_return plan.error();
   for (const auto& note : plan->notes) log_warning("{}: {}", shown(name), note);
-  summary_.conflicts += plan->notes.size();
   MailboxReport& report = summary_.mailboxes[name];
   report.conflicts += plan->notes.size();
   for (Side side : kSides) report.tier[side] = lane[side]->tier();
@@ -1187,7 +1184,6 @@ asio::awaitable<Status> Engine::execute(const Lane& lane, store::MailboxId id,
     Status done = co_await lane[side]->expunge(expunge[side]);
     if (!done) co_return done;
     acted[side] = true;
-    summary_.expunged_on[side] += expunge[side].size();
     summary_.mailboxes[name].expunged_on[side] += expunge[side].size();
     log_info("{}expunged {} message(s)", log_prefix(side, name), expunge[side].size());
   }
@@ -1275,7 +1271,6 @@ asio::awaitable<Status> Engine::execute(const Lane& lane, store::MailboxId id,
   }
   for (Side side : kSides) {
     if (stored[side] == 0) continue;
-    summary_.flags_set_on[side] += stored[side];
     summary_.mailboxes[name].flags_set_on[side] += stored[side];
     log_info("{}updated flags of {} message(s)", log_prefix(side, name), stored[side]);
   }
@@ -1505,7 +1500,6 @@ asio::awaitable<Status> Engine::copy(const Lane& lane, store::MailboxId id, cons
     target_next = std::max(target_next, *uid + 1);
     count_copied(1, action.size);
   }
-  summary_.copied_to[to] += total;
   if (total > 0) {
     log_info("{}copied {} message(s) to {}", log_prefix(from, name), total, side_name(to));
   }
@@ -1548,6 +1542,20 @@ asio::awaitable<Result<Uid>> Engine::copy_streamed(const Lane& lane, store::Mail
   Status saved = record->commit();
   if (!saved) co_return saved.error();
   co_return appended->uids[0];
+}
+
+MailboxReport RunSummary::total() const {
+  MailboxReport sum;
+  for (const auto& [name, r] : mailboxes) {
+    for (Side side : kSides) {
+      sum.copied_to[side] += r.copied_to[side];
+      sum.bytes_copied_to[side] += r.bytes_copied_to[side];
+      sum.expunged_on[side] += r.expunged_on[side];
+      sum.flags_set_on[side] += r.flags_set_on[side];
+    }
+    sum.conflicts += r.conflicts;
+  }
+  return sum;
 }
 
 void Engine::count_failure(const std::string& name, const std::string& why) {

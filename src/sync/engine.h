@@ -38,13 +38,11 @@ using Lane = PerSide<MailStore*>;
 
 struct RunSummary {
   std::size_t mailboxes_seen = 0, mailboxes_synced = 0, mailboxes_failed = 0;
-  PerSide<std::size_t> copied_to{};  // messages appended to each side
-  PerSide<std::size_t> expunged_on{};
-  PerSide<std::size_t> flags_set_on{};
-  std::size_t conflicts = 0;
   PerSide<std::uint64_t> wire_in{}, wire_out{};  // bytes on the wire (after TLS/COMPRESS)
   std::size_t cycles = 0;
   std::map<std::string, MailboxReport> mailboxes;  // by internal name
+  // The run's copies, expunges, flag updates, bytes and conflicts: every mailbox's summed.
+  MailboxReport total() const;
 };
 
 struct EngineOptions {

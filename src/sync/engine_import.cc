@@ -75,11 +75,9 @@ asio::awaitable<Status> Engine::import_interimap(const std::vector<InterimapMail
       pair.uids = uids;
       // A pair whose copies are gone stays: it is what lets the next sync propagate the
       // expunge instead of copying the other copy back.
-      pair.flags = fmt::format(
-          "{}", fmt::join(import_base_flags(
-                              copy[Side::local], m.sides[Side::local]->highestmodseq.value_or(0),
-                              copy[Side::remote], m.sides[Side::remote]->highestmodseq.value_or(0)),
-                          " "));
+      pair.flags = join_flags(
+          import_base_flags(copy[Side::local], m.sides[Side::local]->highestmodseq.value_or(0),
+                            copy[Side::remote], m.sides[Side::remote]->highestmodseq.value_or(0)));
       entry.pairs.push_back(std::move(pair));
     }
     pair_count += entry.pairs.size();

@@ -29,6 +29,15 @@ int compare_flags(std::string_view a, std::string_view b) {
   return a.size() < b.size() ? -1 : 1;
 }
 
+std::string join_flags(const FlagSet& flags) {
+  std::string out;
+  for (const auto& flag : flags) {
+    if (!out.empty()) out += ' ';
+    out += flag;
+  }
+  return out;
+}
+
 FlagSet canonical(std::vector<std::string> flags) {
   std::erase_if(
       flags, [](const std::string& f) { return f.empty() || equal_ignoring_case(f, "\\Recent"); });

@@ -46,6 +46,9 @@ using FlagSet = std::vector<std::string>;
 // smallest is kept, so the result does not depend on the input order.
 FlagSet canonical(std::vector<std::string> flags);
 
+// A flag set as the state database stores it (store::Pair::flags): space-separated.
+std::string join_flags(const FlagSet& flags);
+
 // <0, 0, >0 comparing two flag names ignoring ASCII case (the order of a canonical FlagSet).
 int compare_flags(std::string_view a, std::string_view b);
 // Whether the canonical set `set` holds `flag`, ignoring case (binary search).

@@ -266,7 +266,7 @@ class Schedule {
       auto summary = world_.run();
       if (!summary) return "clean run failed: " + summary.error().to_string();
       if (summary->mailboxes_failed > 0) return "clean run: a mailbox failed";
-      const auto& s = *summary;
+      const auto s = summary->total();
       const bool idle = s.copied_to[Side::local] + s.copied_to[Side::remote] +
                             s.expunged_on[Side::local] + s.expunged_on[Side::remote] +
                             s.flags_set_on[Side::local] + s.flags_set_on[Side::remote] ==
