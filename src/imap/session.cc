@@ -154,6 +154,10 @@ Status Session::on_response(Response&& response) {
   }
   apply_untagged(response);
   if (!in_flight_.empty() && !idling_ && in_flight_.front().kind != CommandKind::idle) {
+    if (announcing_ && (std::holds_alternative<StatusData>(response.data) ||
+                        std::holds_alternative<ListData>(response.data))) {
+      unsolicited_.push_back(response);
+    }
     in_flight_.front().untagged.push_back(std::move(response));
   } else {
     unsolicited_.push_back(std::move(response));

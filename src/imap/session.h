@@ -152,6 +152,14 @@ class Session {
 
   std::optional<Completion> next_completion();
   std::optional<Response> next_unsolicited();
+  bool has_unsolicited() const { return !unsolicited_.empty(); }
+  // While a NOTIFY (RFC 5465) is set, its STATUS and LIST announcements may come in the middle of
+  // another command's answer: a copy of each STATUS or LIST data then also goes to the
+  // unsolicited queue, so that the announcement is not lost to the command it interleaved with.
+  // (A copy of the answer to our own STATUS or LIST goes there too: consumers compare.)
+  void set_announcing(bool on) { announcing_ = on; }
+  // Drops what is queued as unsolicited (after NOTIFY NONE, when a full look follows).
+  void discard_unsolicited() { unsolicited_.clear(); }
 
   // ----- Submitting -------------------------------------------------------------------------
   // Queues a command built by the caller and tags it. Errc::limit if a line is too long.
@@ -275,6 +283,7 @@ class Session {
   std::deque<Pending> in_flight_;  // first chunk output; in submission order
   std::deque<Completion> completions_;
   std::deque<Response> unsolicited_;
+  bool announcing_ = false;
   std::string trace_line_;
   std::deque<std::string> traces_;
 };

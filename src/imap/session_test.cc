@@ -687,6 +687,41 @@ TEST(Session, UntaggedRouting) {
   EXPECT_FALSE(s.session.mailbox().has_value());
 }
 
+// With a NOTIFY set, a STATUS that interleaves with another command's answer is also queued as
+// unsolicited: the command keeps it, and the announcement is not lost to it. Other data is not.
+TEST(Session, AnnouncementsDuringACommandAreAlsoUnsolicited) {
+  Script s;
+  preauth(s, kCaps);
+  s.session.set_announcing(true);
+  ASSERT_TRUE(s.session.noop().ok());
+  s.client();
+  EXPECT_OK(
+      s.server("* STATUS Lists (MESSAGES 3 UIDNEXT 9 HIGHESTMODSEQ 12)\r\n"
+               "* LIST () \"/\" New\r\n"
+               "* OK [ALERT] not an announcement\r\n"
+               "T1 OK NOOP completed.\r\n"));
+  Completion c = s.completion();
+  EXPECT_EQ(c.untagged.size(), 3u);
+  auto status = s.session.next_unsolicited();
+  ASSERT_TRUE(status.has_value());
+  EXPECT_EQ(std::get<StatusData>(status->data).mailbox, "Lists");
+  auto list = s.session.next_unsolicited();
+  ASSERT_TRUE(list.has_value());
+  EXPECT_EQ(std::get<ListData>(list->data).mailbox, "New");
+  EXPECT_FALSE(s.session.next_unsolicited().has_value());
+
+  // NOTIFY NONE: back to plain routing, and what was queued can be dropped.
+  s.session.set_announcing(false);
+  ASSERT_TRUE(s.session.noop().ok());
+  s.client();
+  EXPECT_OK(s.server("* STATUS Lists (HIGHESTMODSEQ 13)\r\nT2 OK NOOP completed.\r\n"));
+  EXPECT_EQ(s.completion().untagged.size(), 1u);
+  EXPECT_FALSE(s.session.next_unsolicited().has_value());
+  EXPECT_OK(s.server("* STATUS Lists (HIGHESTMODSEQ 14)\r\n"));
+  s.session.discard_unsolicited();
+  EXPECT_FALSE(s.session.next_unsolicited().has_value());
+}
+
 TEST(Session, UnknownTagIsProtocolError) {
   Script s;
   preauth(s, kCaps);

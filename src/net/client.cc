@@ -358,20 +358,15 @@ asio::awaitable<Result<imap::Completion>> Client::expect_ok(Result<imap::Command
   co_return std::move(*done);
 }
 
-asio::awaitable<Result<std::optional<imap::Response>>> Client::next_unsolicited(Duration timeout) {
-  if (auto ready = session_.next_unsolicited()) co_return std::optional<imap::Response>(*ready);
+asio::awaitable<Status> Client::await_unsolicited(Duration timeout) {
+  if (session_.has_unsolicited()) co_return ok_status();
   Status flushed = co_await flush();
-  if (!flushed) co_return flushed.error();
+  if (!flushed) co_return flushed;
   auto reading = read_and_dispatch();
   auto read = co_await with_deadline(std::move(reading), timeout, "waiting for the server");
-  if (!read) {
-    if (read.error().code == Errc::timeout) {
-      // The read was cancelled; the connection itself is fine.
-      co_return std::optional<imap::Response>();
-    }
-    co_return read.error();
-  }
-  co_return session_.next_unsolicited();
+  // A timeout cancelled the read; the connection itself is fine.
+  if (!read && read.error().code != Errc::timeout) co_return read.error();
+  co_return ok_status();
 }
 
 asio::awaitable<void> Client::logout() {

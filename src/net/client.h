@@ -97,8 +97,10 @@ class Client {
   asio::awaitable<Result<imap::Completion>> expect_ok(Result<imap::CommandId> submitted,
                                                       std::string what);
 
-  // Reads until an unsolicited response arrives (IDLE/NOTIFY) or `timeout` passes (nullopt).
-  asio::awaitable<Result<std::optional<imap::Response>>> next_unsolicited(Duration timeout);
+  // Reads until an unsolicited response is queued in the session (IDLE/NOTIFY) or `timeout`
+  // passes (both ok). The responses stay queued (session().next_unsolicited()): a wait that is
+  // cancelled after its read completed loses nothing.
+  asio::awaitable<Status> await_unsolicited(Duration timeout);
 
   // LOGOUT and close; errors are ignored (the connection is going away anyway).
   asio::awaitable<void> logout();

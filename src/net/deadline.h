@@ -3,10 +3,13 @@
 
 #include <chrono>
 #include <string>
+#include <system_error>
+#include <tuple>
 #include <utility>
 #include <variant>
 
 #include <asio/awaitable.hpp>
+#include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
@@ -28,8 +31,11 @@ asio::awaitable<Result<T>> with_deadline(asio::awaitable<Result<T>> op, Duration
   using namespace asio::experimental::awaitable_operators;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   asio::steady_timer timer(co_await asio::this_coro::executor, deadline);
-  auto wait = timer.async_wait(asio::use_awaitable);
-  std::variant<Result<T>, std::monostate> outcome = co_await (std::move(op) || std::move(wait));
+  // as_tuple: the timer, cancelled whenever the operation finishes first, reports that as a
+  // value instead of throwing an exception (one per network read otherwise).
+  auto wait = timer.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+  std::variant<Result<T>, std::tuple<std::error_code>> outcome =
+      co_await (std::move(op) || std::move(wait));
   // The cancelled operation may be reported as the winner with its "operation aborted" error;
   // past the deadline, any failure is the timeout.
   const bool expired = std::chrono::steady_clock::now() >= deadline;

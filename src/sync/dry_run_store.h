@@ -72,8 +72,13 @@ class DryRunStore : public MailStore {
   asio::awaitable<Result<bool>> start_idle(const std::string& name) override {
     return real_->start_idle(name);
   }
-  asio::awaitable<Result<bool>> wait_for_change(std::chrono::milliseconds slice) override {
-    return real_->wait_for_change(slice);
+  asio::awaitable<Status> wait_for_announcement(std::chrono::milliseconds slice) override {
+    return real_->wait_for_announcement(slice);
+  }
+  Result<Announcement> take_announcements() override { return real_->take_announcements(); }
+  asio::awaitable<Result<std::vector<ListedMailbox>>> status(
+      const std::vector<std::string>& names) override {
+    return real_->status(names);
   }
   asio::awaitable<Status> stop_idle() override { return real_->stop_idle(); }
 

@@ -95,6 +95,15 @@ asio::awaitable<PerSide<T>> both(asio::awaitable<T> local, asio::awaitable<T> re
   co_return out;
 }
 
+// Awaits whichever of two operations finishes first and returns its outcome; the other is
+// cancelled (its outcome is dropped: it must keep what it did where it can be found).
+asio::awaitable<Status> first_of(asio::awaitable<Status> local, asio::awaitable<Status> remote) {
+  using namespace asio::experimental::awaitable_operators;
+  auto result = co_await (std::move(local) || std::move(remote));
+  if (result.index() == 0) co_return std::move(std::get<0>(result));
+  co_return std::move(std::get<1>(result));
+}
+
 bool fatal_for_run(const Error& e) {
   return e.code == Errc::io || e.code == Errc::eof || e.code == Errc::timeout ||
          e.code == Errc::security || e.code == Errc::tls || e.code == Errc::auth;
@@ -232,15 +241,39 @@ asio::awaitable<Result<RunSummary>> Engine::run() {
     if (e.code == Errc::auth) return options_.renewable_credentials && connected_once;
     return e.code == Errc::io || e.code == Errc::eof || e.code == Errc::timeout;
   };
+  Wake wake;  // the first cycle looks at everything
   while (!stop_) {
     Status step = ok_status();
-    if (!stores_[Side::local] || !stores_[Side::remote]) step = co_await connect();
+    if (!stores_[Side::local] || !stores_[Side::remote]) {
+      step = co_await connect();
+      notifying_ = {};
+      wake = Wake{};
+    }
     if (step) connected_once = true;
-    if (step) step = co_await cycle();
+    std::set<std::string> again;
+    if (step && wake.everywhere) {
+      step = co_await cycle();
+      if (options_.watch) full_cycle_due_ = std::chrono::steady_clock::now() + *options_.watch;
+    } else if (step) {
+      auto changed = co_await targeted_cycle(wake.mailboxes);
+      if (changed) {
+        again = std::move(*changed);
+      } else {
+        step = changed.error();
+      }
+    }
     if (step && options_.cycle_done) options_.cycle_done(summary_);
     if (step && options_.watch && !stop_) {
-      auto woke = co_await wait_for_changes();
-      if (!woke) step = woke.error();
+      if (!again.empty()) {
+        wake = Wake{false, std::move(again)};
+      } else {
+        auto woke = co_await wait_for_changes();
+        if (woke) {
+          wake = std::move(*woke);
+        } else {
+          step = woke.error();
+        }
+      }
     }
     if (!step) {
       if (!retry(step.error())) {
@@ -249,6 +282,7 @@ asio::awaitable<Result<RunSummary>> Engine::run() {
       }
       log_warning("{}; reconnecting in {} s", step.error().to_string(), backoff.count() / 1000);
       disconnect();
+      notifying_ = {};
       co_await pause(backoff);
       backoff = std::min<std::chrono::milliseconds>(backoff * 2, std::chrono::minutes(5));
       continue;
@@ -264,10 +298,16 @@ asio::awaitable<Result<RunSummary>> Engine::run() {
 }
 
 asio::awaitable<Status> Engine::cycle() {
-  // LIST-STATUS may not report the selected mailbox exactly (RFC 5819 §4): leave it first.
+  // LIST-STATUS may not report the selected mailbox exactly (RFC 5819 §4): leave it first. A
+  // NOTIFY is off during a full cycle: the LIST sees everything it would announce.
   for (Side side : kSides) {
     Status left = co_await stores_[side]->unselect();
     if (!left) co_return left;
+    if (notifying_[side]) {
+      Status off = co_await stores_[side]->notify(false);
+      if (!off) co_return off;
+      notifying_[side] = false;
+    }
   }
   auto names = co_await reconcile_mailboxes();
   if (!names) co_return names.error();
@@ -408,13 +448,13 @@ Result<bool> Engine::needs_sync(const std::string& name) {
   return false;
 }
 
-asio::awaitable<Result<bool>> Engine::wait_for_changes() {
+asio::awaitable<Result<Engine::Wake>> Engine::wait_for_changes() {
   // NOTIFY (RFC 5465) covers every mailbox on one connection; without it, IDLE covers INBOX and
   // the other mailboxes are looked at by the full cycle every `watch` seconds.
-  PerSide<bool> notifying{}, idling{};
+  bool just_set = false;
   for (Side side : kSides) {
     auto& replica = *stores_[side];
-    if (!options_.notify || !replica.can_notify()) continue;
+    if (!options_.notify || !replica.can_notify() || notifying_[side]) continue;
     // Nothing selected: Dovecot sends the selected mailbox's changes only when a command or IDLE
     // is in progress, so a delivery to the mailbox the cycle left selected would go unannounced.
     // Unselected, every mailbox is under the "personal" filter.
@@ -422,33 +462,77 @@ asio::awaitable<Result<bool>> Engine::wait_for_changes() {
     if (!left) co_return left.error();
     Status set = co_await replica.notify(true);
     if (!set) co_return set.error();
-    notifying[side] = true;
+    notifying_[side] = true;
+    just_set = true;
   }
-  const auto until = std::chrono::steady_clock::now() + *options_.watch;
-  bool changed = false;
-  if (notifying[Side::local] || notifying[Side::remote]) {
-    // A change made after the cycle looked at a mailbox and before NOTIFY SET would be
+  if (just_set) {
+    // A change made after the full cycle looked at a mailbox and before NOTIFY SET would be
     // announced by nothing until the next full cycle: look once more, now that announcements
     // are on (the LIST-STATUS of a no-op cycle). Before any IDLE: no command may follow one.
     auto moved = co_await changed_since_cycle();
     if (!moved) co_return moved.error();
-    if (*moved) log_debug("a change came during the cycle");
-    changed = *moved;
+    if (*moved) {
+      log_debug("a change came during the cycle");
+      co_return Wake{};
+    }
   }
+  PerSide<bool> idling{};
   for (Side side : kSides) {
-    if (changed || notifying[side] || !listed_[side].count("INBOX")) continue;
+    if (notifying_[side] || !listed_[side].count("INBOX")) continue;
     auto started = co_await stores_[side]->start_idle("INBOX");
     if (!started) co_return started.error();
     idling[side] = *started;
   }
-  while (!stop_ && !changed && std::chrono::steady_clock::now() < until) {
-    for (Side side : kSides) {
-      auto woke = co_await stores_[side]->wait_for_change(std::chrono::milliseconds(250));
-      if (!woke) co_return woke.error();
-      if (*woke) {
-        log_debug("{}: change announced", side_name(side));
-        changed = true;
+  // Announcements are gathered until they stop for a moment (a move is two, which one look at
+  // both mailboxes handles best), then become one wake.
+  using Clock = std::chrono::steady_clock;
+  constexpr auto kSettle = std::chrono::milliseconds(50);
+  PerSide<Announcement> heard;
+  std::optional<Clock::time_point> settled;
+  Wake wake;
+  bool woke = false;
+  while (!stop_ && !woke) {
+    const auto now = Clock::now();
+    if (now >= full_cycle_due_) break;  // the interval passed: a full cycle
+    const auto until = settled ? std::min(*settled, full_cycle_due_) : full_cycle_due_;
+    if (now >= until) {
+      // Only what needs a look wakes: a status equal to the recorded one (the answer to our own
+      // STATUS, or a change already synced) does not.
+      std::set<std::string> names;
+      bool placed = true;
+      for (Side side : kSides) placed = placed && take_announcement(side, heard[side], names);
+      heard = {};
+      settled.reset();
+      if (!placed) {
+        woke = true;
+        break;
       }
+      for (const auto& name : names) {
+        auto needed = needs_sync(name);
+        if (!needed) co_return needed.error();
+        if (*needed) wake.mailboxes.insert(name);
+      }
+      if (!wake.mailboxes.empty()) {
+        wake.everywhere = false;
+        woke = true;
+      }
+      continue;
+    }
+    // Both sides at once: whichever speaks first is heard at once (the other's wait is
+    // cancelled; what it had read stays queued for the next wait). A stop is seen within 1 s.
+    const auto slice = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::min<Clock::duration>(until - now, std::chrono::seconds(1)));
+    auto local = stores_[Side::local]->wait_for_announcement(slice);
+    auto remote = stores_[Side::remote]->wait_for_announcement(slice);
+    Status first = co_await first_of(std::move(local), std::move(remote));
+    if (!first) co_return first.error();
+    for (Side side : kSides) {
+      auto taken = stores_[side]->take_announcements();
+      if (!taken) co_return taken.error();
+      if (!taken->any()) continue;
+      log_debug("{}: change announced", side_name(side));
+      heard[side].merge(*taken);
+      if (!settled) settled = Clock::now() + kSettle;
     }
   }
   for (Side side : kSides) {
@@ -456,12 +540,84 @@ asio::awaitable<Result<bool>> Engine::wait_for_changes() {
       Status done = co_await stores_[side]->stop_idle();
       if (!done) co_return done.error();
     }
-    if (notifying[side]) {
-      Status done = co_await stores_[side]->notify(false);
-      if (!done) co_return done.error();
+  }
+  if (!wake.everywhere) {
+    log_debug("looking at {} mailbox(es) only", wake.mailboxes.size());
+  }
+  co_return wake;
+}
+
+bool Engine::take_announcement(Side side, const Announcement& heard, std::set<std::string>& names) {
+  if (heard.everywhere) return false;
+  // Targeted looks need what a look at one mailbox can check afterwards: QRESYNC on both sides,
+  // and NOTIFY on both or on neither (IDLE on INBOX).
+  for (Side s : kSides) {
+    if (stores_[s]->tier() != Tier::qresync) return false;
+  }
+  if (notifying_[Side::local] != notifying_[Side::remote]) return false;
+  auto& listed = listed_[side];
+  for (const auto& [name, m] : heard.listings) {
+    auto it = listed.find(name);
+    if (it == listed.end() || it->second.selectable != m.selectable ||
+        it->second.subscribed != m.subscribed) {
+      return false;
     }
   }
-  co_return !stop_;
+  const auto known = [&](const std::string& name) {
+    if (ignored(name)) return false;
+    for (Side s : kSides) {
+      auto it = listed_[s].find(name);
+      if (it == listed_[s].end() || !it->second.selectable) return false;
+    }
+    return true;
+  };
+  for (const auto& [name, m] : heard.statuses) {
+    // A mailbox this run does not sync (outside list-mailbox, or ignored) is not looked at; one
+    // created since the cycle is announced by a LIST too, which asks for a full look.
+    if (!listed.count(name)) continue;
+    update_status(listed[name], m);
+    if (known(name)) names.insert(name);
+  }
+  for (const auto& name : heard.touched) {
+    if (!known(name)) return false;
+    listed[name].highestmodseq.reset();  // no status came: needs_sync() must say yes
+    names.insert(name);
+  }
+  return true;
+}
+
+asio::awaitable<Result<std::set<std::string>>> Engine::targeted_cycle(
+    const std::set<std::string>& names) {
+  std::vector<std::string> work(names.begin(), names.end());
+  ++summary_.cycles;
+  if (options_.progress) options_.progress->cycle_started(work.size(), work.size());
+  cycle_started_ = std::chrono::steady_clock::now();
+  finished_ = 0;
+  std::size_t next = 0;
+  std::optional<Error> fatal;
+  co_await sync_worker(lane0(), work, next, fatal);
+  if (fatal) co_return *fatal;
+  std::set<std::string> again;
+  if (!notifying_[Side::local] || !notifying_[Side::remote]) co_return again;
+  for (Side side : kSides) {
+    Status left = co_await stores_[side]->unselect();
+    if (!left) co_return left.error();
+  }
+  auto checked =
+      co_await both(stores_[Side::local]->status(work), stores_[Side::remote]->status(work));
+  for (Side side : kSides) {
+    if (!checked[side]) co_return checked[side].error();
+    for (const auto& m : *checked[side]) {
+      if (listed_[side].count(m.name)) update_status(listed_[side][m.name], m);
+    }
+  }
+  for (const auto& name : work) {
+    auto needed = needs_sync(name);
+    if (!needed) co_return needed.error();
+    if (*needed) again.insert(name);
+  }
+  if (!again.empty()) log_debug("{} mailbox(es) changed while being synced", again.size());
+  co_return again;
 }
 
 asio::awaitable<PerSide<Result<std::vector<ListedMailbox>>>> Engine::list_both() {

@@ -111,9 +111,24 @@ class Engine {
 
  private:
   Status compile_ignore_pattern();
+  // A full cycle: LIST both sides, create what is missing, sync every mailbox that moved.
   asio::awaitable<Status> cycle();
-  // Watch mode: true when a change was announced or the interval passed, false when stopping.
-  asio::awaitable<Result<bool>> wait_for_changes();
+  // What a watch woke up for: every mailbox (the interval passed, or a change only a full cycle
+  // can place), or the mailboxes named, which announced changes.
+  struct Wake {
+    bool everywhere = true;
+    std::set<std::string> mailboxes;
+  };
+  // Watch mode: waits for announced changes (NOTIFY, or IDLE on INBOX) or the next full cycle.
+  // Announcements that arrive together (within a few tens of ms: a move is two) are one wake.
+  asio::awaitable<Result<Wake>> wait_for_changes();
+  // Folds what `side` announced into listed_; adds the mailboxes it names to `names`. False when
+  // only a full cycle can place it (a new, deleted or renamed mailbox, a name not listed).
+  bool take_announcement(Side side, const Announcement& heard, std::set<std::string>& names);
+  // Syncs `names` on lane 0 without a LIST. With NOTIFY on, then asks their STATUS on both sides
+  // (a change made while one was selected is announced by nothing after the unselect); returns
+  // those that changed again.
+  asio::awaitable<Result<std::set<std::string>>> targeted_cycle(const std::set<std::string>& names);
   asio::awaitable<void> pause(std::chrono::milliseconds duration);  // interrupted by a stop
   // Closes every connection of `lanes` (no LOGOUT: nothing is pending) and counts its bytes.
   void close_lanes(std::vector<PerSide<std::unique_ptr<MailStore>>>& lanes);
@@ -237,6 +252,8 @@ class Engine {
   std::size_t finished_ = 0;             // mailboxes done in this cycle, by every lane
   std::optional<char> local_delimiter_;  // for command-line names
   PerSide<std::map<std::string, ListedMailbox>> listed_;
+  PerSide<bool> notifying_{};  // a NOTIFY is set on lane 0 (it stays across targeted cycles)
+  std::chrono::steady_clock::time_point full_cycle_due_;  // watch mode
   RunSummary summary_;
   bool stop_ = false;
   std::optional<config::MailboxPattern> ignore_;  // ignore-mailbox, compiled once per Engine

@@ -990,29 +990,79 @@ asio::awaitable<Result<bool>> ImapStore::start_idle(const std::string& internal)
   co_return true;
 }
 
-asio::awaitable<Result<bool>> ImapStore::wait_for_change(std::chrono::milliseconds slice) {
-  auto next = co_await client_->next_unsolicited(slice);
-  if (!next) co_return next.error();
-  bool changed = false;
-  while (*next) {
-    const auto& data = (*next)->data;
-    if (std::holds_alternative<imap::ExistsData>(data) ||
-        std::holds_alternative<imap::ExpungeData>(data) ||
-        std::holds_alternative<imap::VanishedData>(data) ||
-        std::holds_alternative<imap::FetchData>(data) ||
-        std::holds_alternative<imap::StatusData>(data) ||
-        std::holds_alternative<imap::ListData>(data)) {
-      changed = true;
-    }
-    if (const auto* status = std::get_if<imap::StatusResponse>(&data)) {
+asio::awaitable<Status> ImapStore::wait_for_announcement(std::chrono::milliseconds slice) {
+  co_return co_await client_->await_unsolicited(slice);
+}
+
+Result<Announcement> ImapStore::take_announcements() {
+  Announcement heard;
+  while (auto next = client_->session().next_unsolicited()) {
+    const auto& data = next->data;
+    if (const auto* status = std::get_if<imap::StatusData>(&data)) {
+      auto name = internal_name(status->mailbox, delimiter_);
+      if (!name) {
+        heard.everywhere = true;
+      } else {
+        ListedMailbox m;
+        m.name = *name;
+        m.wire = status->mailbox;
+        m.uidvalidity = status->uidvalidity;
+        m.uidnext = status->uidnext;
+        m.highestmodseq = status->highestmodseq;
+        if (tier_ == Tier::condstore) m.messages = status->messages;
+        Announcement one;
+        one.statuses.emplace(*name, std::move(m));
+        heard.merge(one);
+      }
+    } else if (const auto* l = std::get_if<imap::ListData>(&data); l != nullptr && !l->lsub) {
+      auto name = internal_name(l->mailbox, l->delimiter);
+      if (!name) {
+        heard.everywhere = true;
+      } else {
+        ListedMailbox m;
+        m.name = *name;
+        m.wire = l->mailbox;
+        m.selectable = !has_attribute(*l, "\\Noselect") && !has_attribute(*l, "\\NonExistent");
+        m.subscribed = has_attribute(*l, "\\Subscribed");
+        heard.listings.insert_or_assign(*name, std::move(m));
+      }
+    } else if (std::holds_alternative<imap::ListData>(data) ||
+               std::holds_alternative<imap::ExpungeData>(data) ||
+               std::holds_alternative<imap::VanishedData>(data)) {
+      heard.everywhere = true;
+    } else if (std::holds_alternative<imap::ExistsData>(data) ||
+               std::holds_alternative<imap::FetchData>(data)) {
+      if (selected_.empty()) {
+        heard.everywhere = true;
+      } else {
+        heard.touched.insert(selected_);
+      }
+    } else if (const auto* status = std::get_if<imap::StatusResponse>(&data)) {
       if (status->condition == imap::Condition::bye) {
-        co_return Error(Errc::eof, fmt::format("{}: the server closed the connection: {}",
-                                               side_name(side_), status->text));
+        return Error(Errc::eof, fmt::format("{}: the server closed the connection: {}",
+                                            side_name(side_), status->text));
       }
     }
-    *next = client_->session().next_unsolicited();
   }
-  co_return changed;
+  return heard;
+}
+
+asio::awaitable<Result<std::vector<ListedMailbox>>> ImapStore::status(
+    const std::vector<std::string>& names) {
+  std::vector<ListedMailbox> out;
+  for (const auto& internal : names) {
+    auto name = co_await wire_name(internal);
+    if (!name) co_return name.error();
+    auto wire = imap::mailbox_to_wire(*name, utf8());
+    if (!wire) co_return wire.error();
+    ListedMailbox m;
+    m.name = internal;
+    m.wire = *wire;
+    out.push_back(std::move(m));
+  }
+  Status asked = co_await status_of(out);
+  if (!asked) co_return asked.error();
+  co_return out;
 }
 
 asio::awaitable<Status> ImapStore::stop_idle() {
@@ -1042,6 +1092,9 @@ asio::awaitable<Status> ImapStore::notify(bool on) {
   auto submitted = s.submit(std::move(*command));
   auto done = co_await client_->expect_ok(std::move(submitted), on ? "NOTIFY SET" : "NOTIFY NONE");
   if (!done) co_return done.error();
+  s.set_announcing(on);
+  // What NOTIFY announced and nobody waited for: the full look that follows covers it.
+  if (!on) s.discard_unsolicited();
   co_return ok_status();
 }
 

@@ -96,8 +96,12 @@ class ImapStore : public MailStore {
   asio::awaitable<Status> notify(bool on) override;
   // IDLE (RFC 2177) after a SELECT (a read-only EXAMINE would miss flag changes).
   asio::awaitable<Result<bool>> start_idle(const std::string& internal) override;
+  asio::awaitable<Status> wait_for_announcement(std::chrono::milliseconds slice) override;
   // EXISTS, EXPUNGE, VANISHED, FETCH, STATUS or LIST announce a change.
-  asio::awaitable<Result<bool>> wait_for_change(std::chrono::milliseconds slice) override;
+  Result<Announcement> take_announcements() override;
+  // STATUS of each (pipelined).
+  asio::awaitable<Result<std::vector<ListedMailbox>>> status(
+      const std::vector<std::string>& names) override;
   asio::awaitable<Status> stop_idle() override;
 
   Traffic traffic() const override;

@@ -18,6 +18,37 @@ std::string_view tier_name(Tier tier) {
   return "?";
 }
 
+void Announcement::merge(const Announcement& later) {
+  everywhere = everywhere || later.everywhere;
+  touched.insert(later.touched.begin(), later.touched.end());
+  for (const auto& [name, m] : later.listings) listings.insert_or_assign(name, m);
+  for (const auto& [name, heard] : later.statuses) {
+    auto [it, fresh] = statuses.try_emplace(name, heard);
+    if (!fresh) update_status(it->second, heard);
+  }
+}
+
+void update_status(ListedMailbox& m, const ListedMailbox& heard) {
+  if (heard.uidvalidity) m.uidvalidity = heard.uidvalidity;
+  if (heard.uidnext) m.uidnext = heard.uidnext;
+  if (heard.highestmodseq) m.highestmodseq = heard.highestmodseq;
+  if (heard.messages) m.messages = heard.messages;
+}
+
+asio::awaitable<Result<std::vector<ListedMailbox>>> MailStore::status(
+    const std::vector<std::string>& names) {
+  // Named arguments: g++ 12 mishandles braced temporaries in a co_await expression.
+  const std::vector<std::string> everything = {"*"};
+  const std::vector<std::string> no_options;
+  auto all = co_await list(everything, no_options);
+  if (!all) co_return all.error();
+  std::vector<ListedMailbox> out;
+  for (auto& m : *all) {
+    if (std::find(names.begin(), names.end(), m.name) != names.end()) out.push_back(std::move(m));
+  }
+  co_return out;
+}
+
 std::string_view outcome_name(MailboxReport::Outcome outcome) {
   switch (outcome) {
     case MailboxReport::Outcome::unchanged:

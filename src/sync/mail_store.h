@@ -83,6 +83,30 @@ struct ListedMailbox {
   std::optional<std::uint32_t> messages;
 };
 
+// Takes the status fields `heard` carries (a partial status leaves the others as they were).
+void update_status(ListedMailbox& m, const ListedMailbox& heard);
+
+// What a wait for changes heard (watch mode), so that a cycle can look at those mailboxes only.
+struct Announcement {
+  // Mailboxes (internal names) announced with a status: what the server said, which may be
+  // partial (NOTIFY sends what changed: HIGHESTMODSEQ alone for a flag change).
+  std::map<std::string, ListedMailbox> statuses;
+  // Mailboxes announced without a status (the IDLEd mailbox's EXISTS or FETCH).
+  std::set<std::string> touched;
+  // Mailboxes announced by a LIST (created, deleted, renamed, subscribed or not): name,
+  // selectable, subscribed. One that differs from what the cycle listed needs a full look.
+  std::map<std::string, ListedMailbox> listings;
+  // A change only a look at every mailbox can place: an expunge in the IDLEd mailbox (the
+  // message may have moved to another), or a name that could not be read.
+  bool everywhere = false;
+
+  bool any() const {
+    return everywhere || !statuses.empty() || !touched.empty() || !listings.empty();
+  }
+  // Adds what `later` heard; a later status of a mailbox updates the fields it carries.
+  void merge(const Announcement& later);
+};
+
 // What one side reported for one mailbox: its state and what changed since the recorded one.
 struct SideObservation {
   SideChanges changes;  // vanished is left empty: the engine intersects vanished_set
@@ -248,8 +272,18 @@ class MailStore {
   virtual asio::awaitable<Status> notify(bool on) = 0;
   // Start waiting for changes in `name`; false when the server cannot (no IDLE).
   virtual asio::awaitable<Result<bool>> start_idle(const std::string& name) = 0;
-  // Waits up to `slice` for an announced change; true when one came.
-  virtual asio::awaitable<Result<bool>> wait_for_change(std::chrono::milliseconds slice) = 0;
+  // Waits up to `slice` for the server to announce something. What arrives is kept for
+  // take_announcements(), so a wait cancelled at any point loses nothing (the engine waits on
+  // both sides at once and cancels the slower).
+  virtual asio::awaitable<Status> wait_for_announcement(std::chrono::milliseconds slice) = 0;
+  // What was announced so far (taken: the next call starts afresh); an error if the server said
+  // BYE.
+  virtual Result<Announcement> take_announcements() = 0;
+  // The status of these mailboxes (internal names, none selected), as list() reports it. With
+  // NOTIFY on, this is what closes the window between a look at a mailbox and its unselect.
+  // By default from a list() of everything; an IMAP store asks STATUS for each.
+  virtual asio::awaitable<Result<std::vector<ListedMailbox>>> status(
+      const std::vector<std::string>& names);
   virtual asio::awaitable<Status> stop_idle() = 0;
 
   // --- The connection ---

@@ -518,8 +518,8 @@ asio::awaitable<Status> MemoryStore::notify(bool) { co_return ok_status(); }
 
 asio::awaitable<Result<bool>> MemoryStore::start_idle(const std::string&) { co_return false; }
 
-asio::awaitable<Result<bool>> MemoryStore::wait_for_change(std::chrono::milliseconds) {
-  co_return false;
+asio::awaitable<Status> MemoryStore::wait_for_announcement(std::chrono::milliseconds) {
+  co_return ok_status();
 }
 
 asio::awaitable<Status> MemoryStore::stop_idle() { co_return ok_status(); }

@@ -139,7 +139,8 @@ class MemoryStore : public MailStore {
   bool can_notify() const override { return false; }
   asio::awaitable<Status> notify(bool on) override;
   asio::awaitable<Result<bool>> start_idle(const std::string& name) override;
-  asio::awaitable<Result<bool>> wait_for_change(std::chrono::milliseconds slice) override;
+  asio::awaitable<Status> wait_for_announcement(std::chrono::milliseconds slice) override;
+  Result<Announcement> take_announcements() override { return Announcement{}; }
   asio::awaitable<Status> stop_idle() override;
 
   Traffic traffic() const override { return {}; }

@@ -694,6 +694,79 @@ TEST(SyncWatch, NotifyAnnouncesTheMailboxTheLastCycleSynced) {
   EXPECT_TRUE(ran_ok(run));
 }
 
+// The lines of `log` from the first that contains `from` on (empty if none does).
+std::vector<std::string> lines_after(const std::string& log, const std::string& from) {
+  std::vector<std::string> out;
+  std::size_t at = log.find(from);
+  while (at != std::string::npos && at < log.size()) {
+    const std::size_t end = log.find('\n', at);
+    out.push_back(log.substr(at, end == std::string::npos ? std::string::npos : end - at));
+    at = end == std::string::npos ? end : end + 1;
+  }
+  return out;
+}
+
+std::size_t count_lines_with(const std::vector<std::string>& lines, const std::string& text) {
+  return static_cast<std::size_t>(std::count_if(
+      lines.begin(), lines.end(), [&](const std::string& l) { return l.find(text) != l.npos; }));
+}
+
+// With --notify, an announced change is synced by looking at that mailbox only: no LIST of every
+// mailbox and no SELECT of the others, and NOTIFY stays set (no NOTIFY NONE and SET per change).
+TEST(SyncWatch, NotifyLooksOnlyAtTheAnnouncedMailbox) {
+  SyncPair pair;
+  for (const char* box : {"Lists", "Work", "Archive"}) pair.create_mailbox(Side::remote, box, true);
+  pair.append(Side::remote, "Lists", test_messages("only", 2));
+  pair.append(Side::remote, "Work", test_messages("only-work", 2));
+  ASSERT_TRUE(synced(pair));
+  Watching watching(pair, {"--notify", "--watch=600", "--debug"});
+  std::this_thread::sleep_for(2s);
+  pair.append(Side::remote, "Lists", test_message("only-new", 1));
+  const bool first =
+      arrives_within(pair, Side::local, "Lists", test_message_id("only-new", 1), 15s);
+  pair.add_flags(Side::local, "Lists", "\\Flagged", Search::message_id(test_message_id("only", 1)));
+  bool flagged = false;
+  for (int i = 0; i < 30 && !flagged; ++i) {
+    std::this_thread::sleep_for(500ms);
+    const Snapshot remote = pair.snapshot(Side::remote);
+    const auto found = remote.at("Lists").find(test_message_id("only", 1));
+    flagged = found.size() == 1 &&
+              std::count(found[0]->flags.begin(), found[0]->flags.end(), "\\Flagged") == 1;
+  }
+  const RunResult& run = watching.stop();
+  EXPECT_TRUE(first) << run.describe();
+  EXPECT_TRUE(flagged) << "the flag did not reach the remote within 15 s\n" << run.describe();
+  EXPECT_TRUE(ran_ok(run));
+  const auto after = lines_after(run.err, "change announced");
+  ASSERT_FALSE(after.empty()) << run.describe();
+  EXPECT_GE(count_lines_with(after, "looking at 1 mailbox(es) only"), 2u) << run.describe();
+  EXPECT_EQ(count_lines_with(after, " LIST "), 0u) << run.describe();
+  EXPECT_EQ(count_lines_with(after, "NOTIFY "), 0u) << run.describe();
+  EXPECT_GE(count_lines_with(after, "SELECT Lists"), 2u) << run.describe();
+  EXPECT_EQ(count_lines_with(after, "SELECT Work"), 0u) << run.describe();
+  EXPECT_EQ(count_lines_with(after, "SELECT INBOX"), 0u) << run.describe();
+}
+
+// IDLE announces an expunge in INBOX, which may be half of a move: that wakes a full cycle, so the
+// message reaches the other mailbox within seconds too, not at the next interval.
+TEST(SyncWatch, IdleExpungeInInboxLooksAtEveryMailbox) {
+  SyncPair pair;
+  pair.create_mailbox(Side::remote, "Work", true);
+  pair.append(Side::remote, "INBOX", test_messages("moved", 3));
+  ASSERT_TRUE(synced(pair));
+  Watching watching(pair, {"--watch=600"});
+  std::this_thread::sleep_for(2s);
+  // A move as a client does it without MOVE: copy to Work, then expunge from INBOX.
+  pair.append(Side::local, "Work", test_message("moved", 2));
+  pair.expunge(Side::local, "INBOX", Search::message_id(test_message_id("moved", 2)));
+  const bool arrived = arrives_within(pair, Side::remote, "Work", test_message_id("moved", 2), 15s);
+  const RunResult& run = watching.stop();
+  EXPECT_TRUE(arrived) << "the moved message did not reach the remote's Work within 15 s\n"
+                       << run.describe();
+  EXPECT_TRUE(ran_ok(run));
+  EXPECT_EQ(pair.snapshot(Side::remote).at("INBOX").count(test_message_id("moved", 2)), 0u);
+}
+
 // =============================================================================================
 // list-reference: three remote accounts into one local server, each under its own prefix.
 
