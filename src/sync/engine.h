@@ -254,6 +254,8 @@ class Engine {
   PerSide<std::map<std::string, ListedMailbox>> listed_;
   PerSide<bool> notifying_{};  // a NOTIFY is set on lane 0 (it stays across targeted cycles)
   std::chrono::steady_clock::time_point full_cycle_due_;  // watch mode
+  // With NOTIFY: when a LIST-STATUS checks that every change since a targeted sync was announced.
+  std::optional<std::chrono::steady_clock::time_point> verify_due_;
   RunSummary summary_;
   bool stop_ = false;
   std::optional<config::MailboxPattern> ignore_;  // ignore-mailbox, compiled once per Engine

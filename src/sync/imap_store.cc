@@ -999,10 +999,10 @@ Result<Announcement> ImapStore::take_announcements() {
   while (auto next = client_->session().next_unsolicited()) {
     const auto& data = next->data;
     if (const auto* status = std::get_if<imap::StatusData>(&data)) {
+      // A name outside list-reference, or one LIST would skip too (a warning said why), is not
+      // a mailbox this run syncs.
       auto name = internal_name(status->mailbox, delimiter_);
-      if (!name) {
-        heard.everywhere = true;
-      } else {
+      if (name) {
         ListedMailbox m;
         m.name = *name;
         m.wire = status->mailbox;
@@ -1014,11 +1014,10 @@ Result<Announcement> ImapStore::take_announcements() {
         one.statuses.emplace(*name, std::move(m));
         heard.merge(one);
       }
-    } else if (const auto* l = std::get_if<imap::ListData>(&data); l != nullptr && !l->lsub) {
+    } else if (const auto* l = std::get_if<imap::ListData>(&data)) {
+      // LSUB data is only ever the answer to our own LSUB (NOTIFY announces with LIST).
       auto name = internal_name(l->mailbox, l->delimiter);
-      if (!name) {
-        heard.everywhere = true;
-      } else {
+      if (name && !l->lsub) {
         ListedMailbox m;
         m.name = *name;
         m.wire = l->mailbox;
@@ -1026,8 +1025,7 @@ Result<Announcement> ImapStore::take_announcements() {
         m.subscribed = has_attribute(*l, "\\Subscribed");
         heard.listings.insert_or_assign(*name, std::move(m));
       }
-    } else if (std::holds_alternative<imap::ListData>(data) ||
-               std::holds_alternative<imap::ExpungeData>(data) ||
+    } else if (std::holds_alternative<imap::ExpungeData>(data) ||
                std::holds_alternative<imap::VanishedData>(data)) {
       heard.everywhere = true;
     } else if (std::holds_alternative<imap::ExistsData>(data) ||

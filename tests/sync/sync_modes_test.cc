@@ -747,6 +747,33 @@ TEST(SyncWatch, NotifyLooksOnlyAtTheAnnouncedMailbox) {
   EXPECT_EQ(count_lines_with(after, "SELECT INBOX"), 0u) << run.describe();
 }
 
+// NOTIFY also announces mailboxes the run does not sync (ignore-mailbox) and copies of our own
+// LIST's answers: neither may wake a cycle. A quiet --notify run lists once per full cycle.
+TEST(SyncWatch, NotifyIgnoresWhatTheRunDoesNotSync) {
+  SyncPair pair;
+  pair.create_mailbox(Side::remote, "Lists", true);
+  pair.create_mailbox(Side::remote, "Spam", true);
+  pair.append(Side::remote, "Lists", test_messages("ign", 2));
+  pair.set_config_lines({"ignore-mailbox = ^Spam$"});
+  const RunResult first = pair.run();
+  ASSERT_TRUE(ran_ok(first)) << first.describe();
+  Watching watching(pair, {"--notify", "--watch=600", "--debug"});
+  std::this_thread::sleep_for(2s);
+  pair.append(Side::remote, "Spam", test_messages("ign-spam", 3));
+  std::this_thread::sleep_for(2s);
+  pair.append(Side::remote, "Lists", test_message("ign-new", 1));
+  const bool arrived =
+      arrives_within(pair, Side::local, "Lists", test_message_id("ign-new", 1), 15s);
+  const RunResult& run = watching.stop();
+  EXPECT_TRUE(arrived) << run.describe();
+  EXPECT_TRUE(ran_ok(run));
+  EXPECT_EQ(pair.snapshot(Side::local).mailbox("Spam"), nullptr);
+  // One LIST per side for the first cycle and one after NOTIFY SET; nothing more.
+  const auto all = lines_after(run.err, "twinbox");
+  EXPECT_EQ(count_lines_with(all, " LIST \"\" "), 4u) << run.describe();
+  EXPECT_EQ(count_lines_with(all, "NOTIFY NONE"), 0u) << run.describe();
+}
+
 // IDLE announces an expunge in INBOX, which may be half of a move: that wakes a full cycle, so the
 // message reaches the other mailbox within seconds too, not at the next interval.
 TEST(SyncWatch, IdleExpungeInInboxLooksAtEveryMailbox) {
