@@ -369,6 +369,53 @@ class Proxy:
         self.thread.join(timeout=5)
 
 
+class NativeProxy:
+    """The same link as Proxy, by bench/delay_proxy.cc (twinbox_delay_proxy): cheap enough that
+    its CPU, reported beside each run, does not compete with the tools on a 2-core machine."""
+
+    def __init__(self, binary, target_port, one_way_delay_s):
+        self.proc = subprocess.Popen(
+            [binary, "--target", str(target_port), "--one-way-ms",
+             str(round(one_way_delay_s * 1000))],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        first = self.proc.stdout.readline().split()
+        if len(first) != 2 or first[0] != "port":
+            raise RuntimeError(f"{binary}: unexpected first line {first!r}")
+        self.port = int(first[1])
+
+    def counters(self):
+        self.proc.stdin.write("?\n")
+        self.proc.stdin.flush()
+        words = self.proc.stdout.readline().split()
+        return int(words[1]), int(words[2])
+
+    def cpu_seconds(self):
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def close(self):
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+NATIVE_PROXY = None  # path of twinbox_delay_proxy, when built (main() sets it)
+
+
+def make_proxy(target_port, one_way_delay_s):
+    if NATIVE_PROXY and os.path.exists(NATIVE_PROXY):
+        return NativeProxy(NATIVE_PROXY, target_port, one_way_delay_s)
+    return Proxy(target_port, one_way_delay_s)
+
+
+def proxy_cpu(proxy):
+    """CPU seconds the proxy process used so far (None for the in-process Python proxy)."""
+    return proxy.cpu_seconds() if isinstance(proxy, NativeProxy) else None
+
+
 # ---------------------------------------------------------------------------------------------
 # One tool run, measured.
 
@@ -387,12 +434,14 @@ class Measure:
     bytes_down: int = 0
     status: int = 0
     strict: str = ""  # "yes", or what differs between the servers after this scenario
+    proxy_cpu_s: float = -1.0  # the delay proxy's CPU during the run (-1: the Python proxy)
 
 
 def run_measured(argv, log_path, proxy, work):
     """Wall time here; CPU and peak RSS from GNU time, whose child starts small. (A child forked
     by this Python process would carry Python's own RSS high-water mark through exec.)"""
     up0, down0 = proxy.counters()
+    proxy_cpu0 = proxy_cpu(proxy)
     usage_file = os.path.join(work, "usage.txt")
     with open(log_path, "ab") as out:
         out.write(("$ " + " ".join(argv) + "\n").encode())
@@ -405,8 +454,10 @@ def run_measured(argv, log_path, proxy, work):
         user, system, rss = f.read().split()[-3:]
     time.sleep(0.05)  # the proxy's last bytes
     up1, down1 = proxy.counters()
+    proxy_cpu1 = proxy_cpu(proxy)
+    proxy_used = round(proxy_cpu1 - proxy_cpu0, 3) if proxy_cpu0 is not None else -1.0
     return wall, float(user) + float(system), int(rss), up1 - up0, down1 - down0, \
-        proc.returncode
+        proc.returncode, proxy_used
 
 
 # The change-detection tiers: the remote Dovecot shows Gmail's capability set (CONDSTORE without
@@ -533,7 +584,7 @@ def run_tool(tool, binary, work, template, names, size, messages, rtt_ms, seed, 
     log(f"{tag}: servers")
     remote = fresh_remote(work, template, f"{tag}-remote", TIER_CAPABILITIES.get(tool, ""))
     local = Lab(os.path.join(work, f"{tag}-local")).start()
-    proxy = Proxy(int(remote.facts["port"]), rtt_ms / 2000.0)
+    proxy = make_proxy(int(remote.facts["port"]), rtt_ms / 2000.0)
     results = []
     try:
         config = os.path.join(work, f"{tag}.conf")
@@ -557,11 +608,12 @@ def run_tool(tool, binary, work, template, names, size, messages, rtt_ms, seed, 
         for scenario in scenarios:
             if scenario == "changes":
                 apply_changes(local, remote, names, seed, messages)
-            wall, cpu, rss, up, down, status = run_measured(argv, log_path, proxy, work)
+            wall, cpu, rss, up, down, status, proxy_used = run_measured(argv, log_path, proxy,
+                                                                        work)
             # Outside the timed run; the floor keeps no state and is no sync, so it is not checked.
             strict = "n/a" if tool == "floor" else strict_check(local, remote)
             m = Measure(tool, scenario, rtt_ms, size, messages, round(wall, 3), round(cpu, 3),
-                        rss, up, down, status, strict)
+                        rss, up, down, status, strict, proxy_used)
             log(f"{tag}: {scenario}: {wall:.2f} s wall, {cpu:.2f} s CPU, {rss // 1024} MiB, "
                 f"{up} B up, {down} B down, status {status}, strict: {strict}")
             results.append(m)
@@ -686,8 +738,9 @@ def ratio(a, b):
 def report(results, out_dir, machine):
     lines = [f"Benchmark run {time.strftime('%Y-%m-%d %H:%M %Z')} on {machine}", "",
              "| corpus | RTT | scenario | tool | wall s | CPU s | peak RSS MiB | bytes up | "
-             "bytes down | wall ratio | CPU ratio | bytes ratio | wall / floor | strict |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "bytes down | wall ratio | CPU ratio | bytes ratio | wall / floor | strict | "
+             "proxy CPU s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     keyed = {(m.size, m.rtt_ms, m.scenario, m.tool): m for m in results}
     for m in results:
         ref = keyed.get((m.size, m.rtt_ms, m.scenario, REFERENCE.get(m.tool, "")))
@@ -697,10 +750,11 @@ def report(results, out_dir, machine):
         bytes_ratio = ratio(m.bytes_up + m.bytes_down, ref.bytes_up + ref.bytes_down) if ref else ""
         over_floor = ratio(m.wall_s, floor.wall_s) if floor and m.tool != "floor" else ""
         failed = "" if m.status == 0 else f" (FAILED {m.status})"
+        proxy_col = f"{m.proxy_cpu_s:.2f}" if m.proxy_cpu_s >= 0 else "(Python proxy)"
         lines.append(f"| {m.size} ({m.messages}) | {m.rtt_ms} ms | {m.scenario} | {m.tool}{failed} "
                      f"| {m.wall_s:.2f} | {m.cpu_s:.2f} | {m.peak_rss_kib / 1024:.1f} | "
                      f"{m.bytes_up} | {m.bytes_down} | {wall_ratio} | {cpu_ratio} | "
-                     f"{bytes_ratio} | {over_floor} | {m.strict} |")
+                     f"{bytes_ratio} | {over_floor} | {m.strict} | {proxy_col} |")
     text = "\n".join(lines) + "\n"
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write(text)
@@ -755,21 +809,28 @@ def main():
                    default=shutil.which("offlineimap") or "/usr/bin/offlineimap")
     p.add_argument("--floor", default=os.path.join(ROOT, "build", "release", "bench",
                                                     "twinbox_floor"))
+    p.add_argument("--proxy", default=os.path.join(ROOT, "build", "release", "bench",
+                                                    "twinbox_delay_proxy"),
+                   help="the delay proxy (bench/delay_proxy.cc); the Python one if missing")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", default=os.path.join(ROOT, "build", "bench"))
     p.add_argument("--keep", action="store_true", help="keep the servers' directories")
     args = p.parse_args()
+    global NATIVE_PROXY
+    NATIVE_PROXY = args.proxy
 
     # One command from a fresh clone: the release build is made here when it is missing.
     tools = args.tools.split(",")
     wanted = [b for t, b in (("twinbox", args.twinbox), ("floor", args.floor))
               if any(x.startswith(t) for x in tools) and not os.path.exists(b)]
+    if not os.path.exists(args.proxy) and args.proxy.startswith(ROOT):
+        wanted.append(args.proxy)
     if wanted:
         log("building the release preset (cmake --preset release) for " + ", ".join(wanted))
         subprocess.run(["cmake", "--preset", "release"], cwd=ROOT, check=True,
                        stdout=subprocess.DEVNULL)
         subprocess.run(["cmake", "--build", "--preset", "release", "--target", "twinbox",
-                        "twinbox_floor"], cwd=ROOT, check=True)
+                        "twinbox_floor", "twinbox_delay_proxy"], cwd=ROOT, check=True)
 
     os.makedirs(args.out, exist_ok=True)
     machine = f"{os.cpu_count()} cores, {os.uname().sysname} {os.uname().release}"

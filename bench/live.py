@@ -168,8 +168,8 @@ def run_one(tool, binary, mode, args, work, template, names):
     log(f"{tag}: servers")
     remote = b.fresh_remote(work, template, f"{tag}-remote")
     local = b.Lab(os.path.join(work, f"{tag}-local")).start()
-    proxies = {"local": b.Proxy(int(local.facts["port"]), args.rtt / 2000.0),
-               "remote": b.Proxy(int(remote.facts["port"]), args.rtt / 2000.0)}
+    proxies = {"local": b.make_proxy(int(local.facts["port"]), args.rtt / 2000.0),
+               "remote": b.make_proxy(int(remote.facts["port"]), args.rtt / 2000.0)}
     config = os.path.join(work, f"{tag}.conf")
     write_config(config, os.path.join(work, f"{tag}.db"), proxies["local"].port,
                  proxies["remote"].port, local, remote)
@@ -197,6 +197,7 @@ def run_one(tool, binary, mode, args, work, template, names):
         traffic = Traffic(local, remote, names, mode, args.seed)
         counters0 = {k: p.counters() for k, p in proxies.items()}
         cpu0 = cpu_seconds(proc.pid)
+        proxy_cpu0 = [b.proxy_cpu(p) for p in proxies.values()]
         t_start = time.monotonic()
         t_end = t_start + args.duration
         timeout_s = (2 * args.watch + 10) if mode == "watch" else 30
@@ -224,6 +225,9 @@ def run_one(tool, binary, mode, args, work, template, names):
         cpu1 = cpu_seconds(proc.pid) if proc.poll() is None else None
         time.sleep(0.2)
         counters1 = {k: p.counters() for k, p in proxies.items()}
+        proxy_cpu1 = [b.proxy_cpu(p) for p in proxies.values()]
+        if None not in proxy_cpu0:
+            result["proxy_cpu_s"] = round(sum(proxy_cpu1) - sum(proxy_cpu0), 3)
         if proc.poll() is not None:
             result["error"] = f"exited during the traffic (status {proc.returncode})"
         everything = [d for v in delays.values() for d in v]
@@ -269,13 +273,13 @@ def report(results, out_dir, args):
              f"interval {args.watch} s, "
              f"RTT {args.rtt} ms, corpus {args.mailboxes} mailboxes / {args.messages} messages", "",
              "| tool | mode | events | missed | delay p50 s | p99 s | max s | CPU s | bytes up | "
-             "bytes down | CPU ratio | bytes ratio |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "bytes down | CPU ratio | bytes ratio | proxies' CPU s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     keyed = {(r["tool"], r["mode"]): r for r in results}
     verdicts = []
     for r in results:
         if "events" not in r:
-            lines.append(f"| {r['tool']} | {r['mode']} | FAILED: {r.get('error')} |||||||||||")
+            lines.append(f"| {r['tool']} | {r['mode']} | FAILED: {r.get('error')} ||||||||||||")
             continue
         ref = keyed.get(("interimap", r["mode"])) if r["tool"] == "twinbox" else None
         cpu_r = ratio(r["cpu_s"], ref.get("cpu_s")) if ref and "events" in ref else None
@@ -287,7 +291,8 @@ def report(results, out_dir, args):
                      f"{fmt_s(r['delay_p99_s'])} | {fmt_s(r['delay_max_s'])} | "
                      f"{fmt_s(r['cpu_s'])} | {r['bytes_up']} | {r['bytes_down']} | "
                      f"{fmt_s(cpu_r) if cpu_r is not None else ''} | "
-                     f"{fmt_s(bytes_r) if bytes_r is not None else ''} |")
+                     f"{fmt_s(bytes_r) if bytes_r is not None else ''} | "
+                     f"{fmt_s(r['proxy_cpu_s']) if 'proxy_cpu_s' in r else '(Python)'} |")
         if r["tool"] == "twinbox":
             p50 = r["delay_p50_s"]
             verdicts.append(f"- {r['mode']}: p50 {fmt_s(p50)} s "
@@ -316,11 +321,15 @@ def main():
     p.add_argument("--mailboxes", type=int, default=8)
     p.add_argument("--messages", type=int, default=2000)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--proxy", default=os.path.join(b.ROOT, "build", "release", "bench",
+                                                    "twinbox_delay_proxy"),
+                   help="the delay proxy (bench/delay_proxy.cc); the Python one if missing")
     p.add_argument("--twinbox", default=os.path.join(b.ROOT, "build", "release", "src", "cli",
                                                       "twinbox"))
     p.add_argument("--interimap", default=shutil.which("interimap") or "/usr/bin/interimap")
     p.add_argument("--out", default=os.path.join(b.ROOT, "build", "bench"))
     args = p.parse_args()
+    b.NATIVE_PROXY = args.proxy
     if "twinbox" in args.tools and not os.path.exists(args.twinbox):
         log("building the release preset for twinbox")
         subprocess.run(["cmake", "--preset", "release"], cwd=b.ROOT, check=True,

@@ -126,6 +126,14 @@ inline bool arrives_within(const SyncPair& pair, Side side, const std::string& m
   return false;
 }
 
+// Appends test message `name` #n to `mailbox` on `side`, then waits up to `limit` for it to show
+// on the other side (a watching run's reaction time).
+inline bool delivered_within(const SyncPair& pair, Side side, const std::string& mailbox,
+                             const std::string& name, int n, std::chrono::milliseconds limit) {
+  pair.append(side, mailbox, test_message(name, n));
+  return arrives_within(pair, other(side), mailbox, test_message_id(name, n), limit);
+}
+
 // A SyncPair shared by the tests of a suite when the binary runs them in one process. ctest runs
 // every test in its own process, so there each test starts its own pair. A test that fails drops
 // the pair, and the next test starts from a fresh one instead of inheriting a broken state.

@@ -607,9 +607,7 @@ TEST(SyncWatch, IdleDeliversNewInboxMailWithinSeconds) {
   ASSERT_TRUE(synced(pair));
   Watching watching(pair, {"--watch=600"});
   std::this_thread::sleep_for(2s);  // the first cycle is done and IDLE started
-  pair.append(Side::remote, "INBOX", test_message("idle-new", 1));
-  const bool arrived =
-      arrives_within(pair, Side::local, "INBOX", test_message_id("idle-new", 1), 15s);
+  const bool arrived = delivered_within(pair, Side::remote, "INBOX", "idle-new", 1, 15s);
   const RunResult& run = watching.stop();
   EXPECT_TRUE(arrived) << "new INBOX mail did not arrive within 15 s of a --watch=600 run";
   EXPECT_TRUE(ran_ok(run));
@@ -643,9 +641,7 @@ TEST(SyncWatch, ReconnectsAfterTheConnectionIsCut) {
   Watching watching(pair, {"--watch=2"});
   std::this_thread::sleep_for(2s);
   const int killed = cut_connections(pair.lab(Side::remote));
-  pair.append(Side::remote, "INBOX", test_message("rc-new", 1));
-  const bool arrived =
-      arrives_within(pair, Side::local, "INBOX", test_message_id("rc-new", 1), 30s);
+  const bool arrived = delivered_within(pair, Side::remote, "INBOX", "rc-new", 1, 30s);
   const RunResult& run = watching.stop();
   EXPECT_GT(killed, 0) << "no server process to kill: the test did not cut anything";
   EXPECT_TRUE(arrived) << "no sync within 30 s of the cut\n" << run.describe();
@@ -662,9 +658,7 @@ TEST(SyncWatch, NotifyDeliversNewMailInAnyMailboxWithinSeconds) {
   ASSERT_TRUE(synced(pair));
   Watching watching(pair, {"--notify", "--watch=600"});
   std::this_thread::sleep_for(2s);
-  pair.append(Side::local, "Lists", test_message("notify-new", 1));
-  const bool arrived =
-      arrives_within(pair, Side::remote, "Lists", test_message_id("notify-new", 1), 15s);
+  const bool arrived = delivered_within(pair, Side::local, "Lists", "notify-new", 1, 15s);
   const RunResult& run = watching.stop();
   EXPECT_TRUE(arrived) << "new mail in Lists did not arrive within 15 s of a --notify run\n"
                        << run.describe();
@@ -680,13 +674,9 @@ TEST(SyncWatch, NotifyAnnouncesTheMailboxTheLastCycleSynced) {
   ASSERT_TRUE(synced(pair));
   Watching watching(pair, {"--notify", "--watch=600"});
   std::this_thread::sleep_for(2s);
-  pair.append(Side::remote, "INBOX", test_message("notify-again-first", 1));
-  const bool first =
-      arrives_within(pair, Side::local, "INBOX", test_message_id("notify-again-first", 1), 15s);
+  const bool first = delivered_within(pair, Side::remote, "INBOX", "notify-again-first", 1, 15s);
   std::this_thread::sleep_for(1s);
-  pair.append(Side::remote, "INBOX", test_message("notify-again-second", 1));
-  const bool second =
-      arrives_within(pair, Side::local, "INBOX", test_message_id("notify-again-second", 1), 15s);
+  const bool second = delivered_within(pair, Side::remote, "INBOX", "notify-again-second", 1, 15s);
   const RunResult& run = watching.stop();
   EXPECT_TRUE(first) << run.describe();
   EXPECT_TRUE(second) << "a second delivery to INBOX did not arrive within 15 s\n"
@@ -721,9 +711,7 @@ TEST(SyncWatch, NotifyLooksOnlyAtTheAnnouncedMailbox) {
   ASSERT_TRUE(synced(pair));
   Watching watching(pair, {"--notify", "--watch=600", "--debug"});
   std::this_thread::sleep_for(2s);
-  pair.append(Side::remote, "Lists", test_message("only-new", 1));
-  const bool first =
-      arrives_within(pair, Side::local, "Lists", test_message_id("only-new", 1), 15s);
+  const bool first = delivered_within(pair, Side::remote, "Lists", "only-new", 1, 15s);
   pair.add_flags(Side::local, "Lists", "\\Flagged", Search::message_id(test_message_id("only", 1)));
   bool flagged = false;
   for (int i = 0; i < 30 && !flagged; ++i) {
@@ -761,9 +749,7 @@ TEST(SyncWatch, NotifyIgnoresWhatTheRunDoesNotSync) {
   std::this_thread::sleep_for(2s);
   pair.append(Side::remote, "Spam", test_messages("ign-spam", 3));
   std::this_thread::sleep_for(2s);
-  pair.append(Side::remote, "Lists", test_message("ign-new", 1));
-  const bool arrived =
-      arrives_within(pair, Side::local, "Lists", test_message_id("ign-new", 1), 15s);
+  const bool arrived = delivered_within(pair, Side::remote, "Lists", "ign-new", 1, 15s);
   const RunResult& run = watching.stop();
   EXPECT_TRUE(arrived) << run.describe();
   EXPECT_TRUE(ran_ok(run));
