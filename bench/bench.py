@@ -369,6 +369,13 @@ class Proxy:
         self.thread.join(timeout=5)
 
 
+def cpu_seconds(pid):
+    """utime + stime of a running process, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class NativeProxy:
     """The same link as Proxy, by bench/delay_proxy.cc (twinbox_delay_proxy): cheap enough that
     its CPU, reported beside each run, does not compete with the tools on a 2-core machine."""
@@ -390,9 +397,7 @@ class NativeProxy:
         return int(words[1]), int(words[2])
 
     def cpu_seconds(self):
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.proc.pid)
 
     def close(self):
         self.proc.stdin.close()

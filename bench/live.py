@@ -51,14 +51,6 @@ def log(*args):
     print("live:", *args, file=sys.stderr, flush=True)
 
 
-def cpu_seconds(pid):
-    """utime + stime of a running process, in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
-
-
 def write_config(path, database, local_port, remote_port, local, remote):
     text = (f"database = {database}\n\n"
             f"[local]\ntype = imap\nhost = 127.0.0.1\nport = {local_port}\nSTARTTLS = NO\n"
@@ -196,7 +188,7 @@ def run_one(tool, binary, mode, args, work, template, names):
             return result
         traffic = Traffic(local, remote, names, mode, args.seed)
         counters0 = {k: p.counters() for k, p in proxies.items()}
-        cpu0 = cpu_seconds(proc.pid)
+        cpu0 = b.cpu_seconds(proc.pid)
         proxy_cpu0 = [b.proxy_cpu(p) for p in proxies.values()]
         t_start = time.monotonic()
         t_end = t_start + args.duration
@@ -222,7 +214,7 @@ def run_one(tool, binary, mode, args, work, template, names):
                     still.append((t0, kind, mid, check))
             pending = still
             time.sleep(POLL_S)
-        cpu1 = cpu_seconds(proc.pid) if proc.poll() is None else None
+        cpu1 = b.cpu_seconds(proc.pid) if proc.poll() is None else None
         time.sleep(0.2)
         counters1 = {k: p.counters() for k, p in proxies.items()}
         proxy_cpu1 = [b.proxy_cpu(p) for p in proxies.values()]

@@ -213,6 +213,7 @@ void Engine::close_lanes(std::vector<PerSide<std::unique_ptr<MailStore>>>& lanes
 void Engine::disconnect() {
   extra_lanes_.push_back(std::move(stores_));
   close_lanes(extra_lanes_);
+  notifying_ = {};  // a NOTIFY lives and dies with its connection
 }
 
 asio::awaitable<void> Engine::pause(std::chrono::milliseconds duration) {
@@ -250,7 +251,6 @@ asio::awaitable<Result<RunSummary>> Engine::run() {
     Status step = ok_status();
     if (!stores_[Side::local] || !stores_[Side::remote]) {
       step = co_await connect();
-      notifying_ = {};
       wake = Wake{};
     }
     if (step) connected_once = true;
@@ -290,7 +290,6 @@ asio::awaitable<Result<RunSummary>> Engine::run() {
       }
       log_warning("{}; reconnecting in {} s", step.error().to_string(), backoff.count() / 1000);
       disconnect();
-      notifying_ = {};
       co_await pause(backoff);
       backoff = std::min<std::chrono::milliseconds>(backoff * 2, std::chrono::minutes(5));
       continue;
@@ -303,6 +302,13 @@ asio::awaitable<Result<RunSummary>> Engine::run() {
   // LOGOUT (as InterIMAP does), which saves a round trip per connection and its bytes.
   disconnect();
   co_return summary_;
+}
+
+void Engine::begin_cycle(std::size_t looked_at, std::size_t to_sync) {
+  ++summary_.cycles;
+  if (options_.progress) options_.progress->cycle_started(looked_at, to_sync);
+  cycle_started_ = std::chrono::steady_clock::now();
+  finished_ = 0;
 }
 
 asio::awaitable<Status> Engine::cycle() {
@@ -330,15 +336,12 @@ asio::awaitable<Status> Engine::cycle() {
       summary_.mailboxes[name].outcome = MailboxReport::Outcome::unchanged;
     }
   }
-  ++summary_.cycles;
-  if (options_.progress) options_.progress->cycle_started(names->size(), work.size());
+  begin_cycle(names->size(), work.size());
   // More lanes only when there is work for them. Lane 0 starts at once; the others are opened
   // concurrently and join as they come up (their handshakes overlap lane 0's work instead of
   // preceding it). A lane that cannot be opened (a server's connection limit) means fewer jobs.
   const std::size_t jobs = std::max<std::size_t>(1, std::min(options_.jobs, work.size()));
   std::size_t next = 0;
-  cycle_started_ = std::chrono::steady_clock::now();
-  finished_ = 0;
   std::optional<Error> fatal;
   if (jobs == 1) {
     co_await sync_worker(lane0(), work, next, fatal);
@@ -612,10 +615,7 @@ bool Engine::take_announcement(Side side, const Announcement& heard, std::set<st
 asio::awaitable<Result<std::set<std::string>>> Engine::targeted_cycle(
     const std::set<std::string>& names) {
   std::vector<std::string> work(names.begin(), names.end());
-  ++summary_.cycles;
-  if (options_.progress) options_.progress->cycle_started(work.size(), work.size());
-  cycle_started_ = std::chrono::steady_clock::now();
-  finished_ = 0;
+  begin_cycle(work.size(), work.size());
   std::size_t next = 0;
   std::optional<Error> fatal;
   co_await sync_worker(lane0(), work, next, fatal);

@@ -111,6 +111,8 @@ class Engine {
 
  private:
   Status compile_ignore_pattern();
+  // Counts a cycle and starts its clock (worth_another_lane) and the progress display.
+  void begin_cycle(std::size_t looked_at, std::size_t to_sync);
   // A full cycle: LIST both sides, create what is missing, sync every mailbox that moved.
   asio::awaitable<Status> cycle();
   // What a watch woke up for: every mailbox (the interval passed, or a change only a full cycle

@@ -1010,9 +1010,7 @@ Result<Announcement> ImapStore::take_announcements() {
         m.uidnext = status->uidnext;
         m.highestmodseq = status->highestmodseq;
         if (tier_ == Tier::condstore) m.messages = status->messages;
-        Announcement one;
-        one.statuses.emplace(*name, std::move(m));
-        heard.merge(one);
+        heard.add_status(m);
       }
     } else if (const auto* l = std::get_if<imap::ListData>(&data)) {
       // LSUB data is only ever the answer to our own LSUB (NOTIFY announces with LIST).

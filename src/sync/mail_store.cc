@@ -22,10 +22,12 @@ void Announcement::merge(const Announcement& later) {
   everywhere = everywhere || later.everywhere;
   touched.insert(later.touched.begin(), later.touched.end());
   for (const auto& [name, m] : later.listings) listings.insert_or_assign(name, m);
-  for (const auto& [name, heard] : later.statuses) {
-    auto [it, fresh] = statuses.try_emplace(name, heard);
-    if (!fresh) update_status(it->second, heard);
-  }
+  for (const auto& [name, heard] : later.statuses) add_status(heard);
+}
+
+void Announcement::add_status(const ListedMailbox& m) {
+  auto [it, fresh] = statuses.try_emplace(m.name, m);
+  if (!fresh) update_status(it->second, m);
 }
 
 void update_status(ListedMailbox& m, const ListedMailbox& heard) {

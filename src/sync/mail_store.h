@@ -103,7 +103,9 @@ struct Announcement {
   bool any() const {
     return everywhere || !statuses.empty() || !touched.empty() || !listings.empty();
   }
-  // Adds what `later` heard; a later status of a mailbox updates the fields it carries.
+  // A status heard for m.name: a later one updates the fields it carries.
+  void add_status(const ListedMailbox& m);
+  // Adds what `later` heard, as above.
   void merge(const Announcement& later);
 };
 
