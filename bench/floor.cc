@@ -41,8 +41,10 @@ asio::awaitable<Result<std::unique_ptr<ImapStore>>> open(const config::Config& c
   auto client = co_await net::Client::connect(std::move(*endpoint));
   if (!client) co_return client.error();
   auto replica = std::make_unique<ImapStore>(side, std::move(*client), "");
-  Status prepared = co_await replica->prepare();
+  Status prepared = replica->prepare();
   if (!prepared) co_return prepared.error();
+  Status ready = co_await replica->prepare_for_work();  // the floor always has work: COMPRESS
+  if (!ready) co_return ready.error();
   co_return replica;
 }
 

@@ -82,8 +82,8 @@ void print_summary(const sync::RunSummary& s) {
       t.flags_set_on[store::Side::local], t.flags_set_on[store::Side::remote],
       t.conflicts > 0 ? fmt::format("; {} conflict(s) resolved", t.conflicts) : "");
   for (store::Side side : store::kSides) {
-    log_info("{}: received {} bytes, sent {} bytes", store::side_name(side), s.wire_in[side],
-             s.wire_out[side]);
+    log_info("{}: received {} bytes, sent {} bytes, {} round trip(s)", store::side_name(side),
+             s.wire_in[side], s.wire_out[side], s.round_trips[side]);
   }
   log_debug("peak resident memory: {} KiB", peak_resident_kib());
 }

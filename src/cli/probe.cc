@@ -149,6 +149,13 @@ asio::awaitable<ProbeReport> probe_endpoint(net::Endpoint endpoint, std::FILE* o
   net::Client& client = **connected;
   imap::Session& session = client.session();
   report.connected = true;
+  // A sync compresses once it finds work; the probe shows whether it would.
+  Status compressed = co_await client.compress();
+  if (!compressed) {
+    report.error = compressed.error();
+    fmt::print(out, "{}: COMPRESS failed: {}\n", name, report.error.to_string());
+    co_return report;
+  }
   print_connection(client, session, name, out);
   print_extensions(session, name, out);
   const auto offered = [&](std::string_view name) { return has(session, name); };

@@ -61,6 +61,7 @@ std::string stats_json(const sync::RunSummary& summary, const RunFacts& facts) {
     total.erase("tier");
     total["bytes_received"] = summary.wire_in[side];
     total["bytes_sent"] = summary.wire_out[side];
+    total["round_trips"] = summary.round_trips[side];
     sides[std::string(store::side_name(side))] = std::move(total);
   }
   json mailboxes = json::array();

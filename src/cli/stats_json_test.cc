@@ -25,6 +25,7 @@ sync::RunSummary sample_summary() {
   s.mailboxes_failed = 1;
   s.wire_in[Side::remote] = 4096;
   s.wire_out[Side::remote] = 512;
+  s.round_trips[Side::remote] = 6;
   s.cycles = 1;
   sync::MailboxReport inbox;
   inbox.outcome = sync::MailboxReport::Outcome::synced;
@@ -58,6 +59,7 @@ TEST(StatsJson, DocumentFollowsTheSchema) {
   EXPECT_EQ(doc["mailboxes_failed"], 1);
   EXPECT_EQ(doc["sides"]["remote"]["bytes_received"], 4096);
   EXPECT_EQ(doc["sides"]["remote"]["bytes_sent"], 512);
+  EXPECT_EQ(doc["sides"]["remote"]["round_trips"], 6);
   EXPECT_EQ(doc["sides"]["local"]["copied_to"], 3);
   EXPECT_EQ(doc["sides"]["local"]["bytes_copied_to"], 1234);
   ASSERT_EQ(doc["mailboxes"].size(), 2u);

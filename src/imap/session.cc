@@ -45,6 +45,11 @@ bool may_pipeline(CommandKind kind) {
   }
 }
 
+bool may_follow_enable(CommandKind kind) {
+  return kind == CommandKind::list || kind == CommandKind::lsub || kind == CommandKind::status ||
+         kind == CommandKind::noop;
+}
+
 Session::Session(SessionOptions options) : options_(options), secure_(options.secure_transport) {}
 
 Status Session::fail(Error error) {
@@ -58,9 +63,11 @@ bool Session::can_start(const Pending& next) const {
   if (in_flight_.empty()) return true;
   if (in_flight_.size() >= options_.max_in_flight) return false;
   if (!may_pipeline(next.kind)) return false;
-  return std::all_of(in_flight_.begin(), in_flight_.end(), [](const Pending& p) {
+  return std::all_of(in_flight_.begin(), in_flight_.end(), [&](const Pending& p) {
     // RFC 9051 §5.5: continuations are negotiated before any subsequent command is initiated.
-    return may_pipeline(p.kind) && p.chunks.empty();
+    if (!p.chunks.empty()) return false;
+    if (p.kind == CommandKind::enable) return may_follow_enable(next.kind);
+    return may_pipeline(p.kind);
   });
 }
 

@@ -69,6 +69,11 @@ using CommandId = std::uint64_t;  // the N of tag "TN"
 // Independently, nothing is started while a command still has unsent chunks ("command
 // continuation ... MUST be negotiated before any subsequent command is initiated", §5.5).
 bool may_pipeline(CommandKind kind);
+// The one exception to the barriers: behind an ENABLE, a LIST, LSUB, STATUS or NOOP. ENABLE only
+// changes what later SELECTs and FETCHes may say (RFC 5161 §3.1), and the server answers it
+// first, so its outcome is known before these answers are read; the first LIST of a run then
+// costs no round trip of its own.
+bool may_follow_enable(CommandKind kind);
 
 enum class ConnectionState {
   greeting,           // nothing received yet

@@ -213,6 +213,26 @@ TEST(Session, BarriersAndPipelineWindow) {
   EXPECT_FALSE(may_pipeline(CommandKind::select));
 }
 
+// ENABLE is a barrier except for a LIST, LSUB, STATUS or NOOP behind it (they go out together);
+// a SELECT still waits for its answer, and ENABLE itself waits for what is in flight.
+TEST(Session, OnlyListAndStatusFollowAnEnable) {
+  Script s;
+  preauth(s, "IMAP4rev1 ENABLE QRESYNC CONDSTORE");
+  const std::vector<std::string> qresync = {"QRESYNC"}, everything = {"*"};
+  ASSERT_TRUE(s.session.enable(qresync).ok());
+  ASSERT_TRUE(s.session.list("", everything).ok());
+  ASSERT_TRUE(s.session.select("INBOX").ok());
+  EXPECT_EQ(s.client(), "T1 ENABLE QRESYNC\r\nT2 LIST \"\" *\r\n");
+  EXPECT_OK(s.server("* ENABLED QRESYNC\r\nT1 OK enabled\r\n"));
+  EXPECT_TRUE(s.session.is_enabled("QRESYNC"));
+  EXPECT_EQ(s.client(), "");  // the SELECT waits for the LIST too
+  EXPECT_OK(s.server("* LIST () \"/\" INBOX\r\nT2 OK done\r\n"));
+  EXPECT_EQ(s.client(), "T3 SELECT INBOX\r\n");
+  EXPECT_TRUE(may_follow_enable(CommandKind::status));
+  EXPECT_FALSE(may_follow_enable(CommandKind::select));
+  EXPECT_FALSE(may_follow_enable(CommandKind::uid_fetch));  // its answer may say VANISHED
+}
+
 // A synchronizing literal waits for "+"; nothing else starts meanwhile; the rest follows at once.
 TEST(Session, SynchronizingLiteralWaitsForContinuation) {
   Script s;

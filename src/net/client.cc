@@ -168,10 +168,6 @@ asio::awaitable<Status> Client::handshake() {
     auto caps = co_await expect_ok(session_.capability(), "CAPABILITY");
     if (!caps) co_return caps.error();
   }
-  if (e.compress) {
-    Status compressed = co_await start_compress();
-    if (!compressed) co_return compressed;
-  }
   co_return ok_status();
 }
 
@@ -281,8 +277,10 @@ Result<imap::CommandId> Client::authenticate_oauth(imap::OAuthMechanism mechanis
   return submitted;
 }
 
-asio::awaitable<Status> Client::start_compress() {
+asio::awaitable<Status> Client::compress() {
   const auto& e = endpoint_;
+  if (!e.compress || compress_asked_) co_return ok_status();
+  compress_asked_ = true;  // once: on already, or a refusal that would not change
   if (!session_.has_capability("COMPRESS=DEFLATE")) {
     log_debug("{}: COMPRESS=DEFLATE not offered; continuing uncompressed", e.name);
     co_return ok_status();
@@ -387,6 +385,11 @@ asio::awaitable<Status> Client::pump(Done done) {
     Status flushed = co_await flush();
     if (!flushed) co_return flushed;
     if (done()) co_return ok_status();
+    // A read after something went out waits for an answer: a round trip. More reads for the same
+    // answer, or commands written together, are not another.
+    const std::uint64_t sent = transport_->counters().plain_out;
+    if (sent != sent_at_last_read_) ++round_trips_;
+    sent_at_last_read_ = sent;
     if (session_.pending_switch() != imap::TransportSwitch::none) {
       co_return fail(Error(Errc::internal, "transport switch pending while waiting"));
     }

@@ -68,10 +68,15 @@ class BodySource {
 
 class Client {
  public:
-  // Connects, reads the greeting, upgrades to TLS (implicit or STARTTLS), authenticates,
-  // refreshes capabilities and, if configured and offered, starts COMPRESS=DEFLATE.
-  // Credentials are never sent over an unprotected TCP connection unless STARTTLS = NO.
+  // Connects, reads the greeting, upgrades to TLS (implicit or STARTTLS), authenticates and
+  // refreshes capabilities. Credentials are never sent over an unprotected TCP connection unless
+  // STARTTLS = NO. Compression waits for compress().
   static asio::awaitable<Result<std::unique_ptr<Client>>> connect(Endpoint endpoint);
+
+  // COMPRESS=DEFLATE if the endpoint asks for it and the server offers it; at once if it is on
+  // already or not wanted. Its round trip is paid only once there is work worth compressing: a
+  // run that finds nothing changed ends uncompressed (RFC 4978 allows it at any time).
+  asio::awaitable<Status> compress();
 
   ~Client();
 
@@ -79,6 +84,9 @@ class Client {
   const Endpoint& endpoint() const { return endpoint_; }
   const ConnectionInfo& info() const { return info_; }
   Transport::Counters counters() const { return transport_->counters(); }
+  // How many times the client sent something and then waited for the answer, since the greeting:
+  // what a network's latency multiplies.
+  std::uint64_t round_trips() const { return round_trips_; }
 
   // Waits for the completion of a command already submitted to session(). A tagged NO/BAD is a
   // Completion (check ok()); an Error means the connection is unusable and has been closed.
@@ -113,7 +121,6 @@ class Client {
   asio::awaitable<Status> handshake();
   asio::awaitable<Status> authenticate();
   Result<imap::CommandId> authenticate_oauth(imap::OAuthMechanism mechanism);
-  asio::awaitable<Status> start_compress();
   asio::awaitable<Status> switch_to_tls();
 
   // Writes what the session has to send, then reads and dispatches until `done()` is true.
@@ -137,6 +144,9 @@ class Client {
   std::vector<imap::Completion> completed_;  // completions not yet claimed by wait()
   std::string after_switch_;                 // bytes read past a STARTTLS/COMPRESS OK
   bool switch_possible_ = false;
+  bool compress_asked_ = false;
+  std::uint64_t round_trips_ = 0;
+  std::uint64_t sent_at_last_read_ = 0;  // plain_out when pump() last started a read
   std::optional<Error> failure_;
   BodySource* body_source_ = nullptr;  // set only during wait_streaming()
 };

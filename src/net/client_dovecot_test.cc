@@ -49,10 +49,14 @@ class ClientDovecot : public ::testing::Test {
     return e;
   }
 
+  // Connected, and compressed where the endpoint asks for it.
   static std::unique_ptr<Client> connect(Endpoint e) {
     auto client = run_coroutine(Client::connect(std::move(e)));
     if (!client) ADD_FAILURE() << client.error().to_string();
-    return client ? std::move(*client) : nullptr;
+    if (!client) return nullptr;
+    Status compressed = run_coroutine((*client)->compress());
+    if (!compressed) ADD_FAILURE() << compressed.error().to_string();
+    return compressed ? std::move(*client) : nullptr;
   }
 
   static inline DovecotLab* lab_ = nullptr;

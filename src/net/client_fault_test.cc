@@ -294,8 +294,13 @@ TEST(ClientFault, CompressStartsRightAfterTheTaggedOk) {
   e.compress = true;
   auto client = connect(e);
   ASSERT_TRUE(client.ok()) << client.error().to_string();
-  EXPECT_TRUE((*client)->info().compressed);
   auto& c = **client;
+  EXPECT_FALSE(c.info().compressed);  // not before there is work (compress())
+  Status compressed = run_coroutine(c.compress());
+  ASSERT_TRUE(compressed.ok()) << compressed.error().to_string();
+  EXPECT_TRUE(c.info().compressed);
+  Status again = run_coroutine(c.compress());  // once only: no second COMPRESS on the wire
+  ASSERT_TRUE(again.ok()) << again.error().to_string();
   auto done = run_coroutine(c.expect_ok(c.session().noop(), "NOOP"));
   ASSERT_TRUE(done.ok()) << done.error().to_string();
   EXPECT_EQ(done->status.text, "noop done");

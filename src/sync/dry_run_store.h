@@ -85,6 +85,7 @@ class DryRunStore : public MailStore {
   Traffic traffic() const override { return real_->traffic(); }
   void close() override { real_->close(); }
   asio::awaitable<void> logout() override { return real_->logout(); }
+  asio::awaitable<Status> prepare_for_work() override { return real_->prepare_for_work(); }
 
  private:
   void record(std::string line);

@@ -177,6 +177,16 @@ asio::awaitable<Status> Engine::connect() {
   co_return ok_status();
 }
 
+asio::awaitable<Status> Engine::prepare_for_work(Lane lane) {
+  auto local = lane[Side::local]->prepare_for_work();
+  auto remote = lane[Side::remote]->prepare_for_work();
+  auto ready = co_await both(std::move(local), std::move(remote));
+  for (Side side : kSides) {
+    if (!ready[side]) co_return ready[side];
+  }
+  co_return ok_status();
+}
+
 Lane Engine::lane0() const {
   Lane lane;
   for (Side side : kSides) lane[side] = stores_[side].get();
@@ -203,6 +213,7 @@ void Engine::close_lanes(std::vector<PerSide<std::unique_ptr<MailStore>>>& lanes
       const Traffic traffic = lane[side]->traffic();
       summary_.wire_in[side] += traffic.in;
       summary_.wire_out[side] += traffic.out;
+      summary_.round_trips[side] += traffic.round_trips;
       lane[side]->close();
       lane[side].reset();
     }
@@ -337,6 +348,11 @@ asio::awaitable<Status> Engine::cycle() {
     }
   }
   begin_cycle(names->size(), work.size());
+  // A watch keeps its connections: whatever comes later is worth compressing too.
+  if (!work.empty() || options_.watch) {
+    Status ready = co_await prepare_for_work(lane0());
+    if (!ready) co_return ready;
+  }
   // More lanes only when there is work for them. Lane 0 starts at once; the others are opened
   // concurrently and join as they come up (their handshakes overlap lane 0's work instead of
   // preceding it). A lane that cannot be opened (a server's connection limit) means fewer jobs.
@@ -406,6 +422,12 @@ asio::awaitable<void> Engine::extra_lane_worker(std::size_t k, const std::vector
   Lane lane;
   for (Side side : kSides) lane[side] = (*opened)[side].get();
   extra_lanes_.push_back(std::move(*opened));  // the stores stay put; closed after the cycle
+  Status ready = co_await prepare_for_work(lane);
+  if (!ready) {
+    log_warning("connection pair {} is not used for parallel sync ({})", k + 1,
+                ready.error().to_string());
+    co_return;
+  }
   co_await sync_worker(lane, work, next, fatal);
 }
 
@@ -1460,7 +1482,8 @@ asio::awaitable<Status> Engine::execute(const Lane& lane, store::MailboxId id,
   PerSide<std::vector<Uid>> appended;
   for (Side from : kSides) {
     if (copies[from].empty()) continue;
-    Status copied = co_await copy(lane, id, name, from, std::move(copies[from]), seen);
+    Status copied =
+        co_await copy(lane, id, name, from, std::move(copies[from]), seen, appended[other(from)]);
     if (!copied) co_return copied;
     acted[other(from)] = true;
   }
@@ -1470,9 +1493,10 @@ asio::awaitable<Status> Engine::execute(const Lane& lane, store::MailboxId id,
   //    nobody else changed anything meanwhile; otherwise keep the observed value so the next
   //    run sees the concurrent change (RFC 7162 §6).
   auto settle_local = settled_state(lane, id, Side::local, seen[Side::local], acted[Side::local],
-                                    expunge[Side::local]);
-  auto settle_remote = settled_state(lane, id, Side::remote, seen[Side::remote],
-                                     acted[Side::remote], expunge[Side::remote]);
+                                    expunge[Side::local], appended[Side::local]);
+  auto settle_remote =
+      settled_state(lane, id, Side::remote, seen[Side::remote], acted[Side::remote],
+                    expunge[Side::remote], appended[Side::remote]);
   auto settled = co_await both(std::move(settle_local), std::move(settle_remote));
   PerSide<store::SideState> next;
   for (Side side : kSides) {
@@ -1494,25 +1518,29 @@ asio::awaitable<Status> Engine::execute(const Lane& lane, store::MailboxId id,
   co_return tx->commit();
 }
 
-asio::awaitable<Result<store::SideState>> Engine::settled_state(const Lane& lane,
-                                                                store::MailboxId id, Side side,
-                                                                const SideObservation& seen,
-                                                                bool acted,
-                                                                const std::vector<Uid>& expunged) {
+asio::awaitable<Result<store::SideState>> Engine::settled_state(
+    const Lane& lane, store::MailboxId id, Side side, const SideObservation& seen, bool acted,
+    const std::vector<Uid>& expunged, const std::vector<Uid>& appended) {
   store::SideState next;
   next.uidvalidity = seen.uidvalidity;
   next.uidnext = seen.uidnext;
   next.highestmodseq = seen.highestmodseq;
   if (!acted) co_return next;
-  auto settled = co_await lane[side]->settle(seen.highestmodseq, seen.uidnext);
+  // Our own appends from the observed UIDNEXT on are not read back: their UIDs (APPENDUID) and
+  // flags are recorded, and a change to them since shows in the CHANGEDSINCE part of settle().
+  // Only a message beyond them can be a delivery by someone else.
+  const std::set<Uid> appended_here(appended.begin(), appended.end());
+  Uid beyond_ours = seen.uidnext;
+  while (appended_here.count(beyond_ours)) ++beyond_ours;
+  auto settled = co_await lane[side]->settle(seen.highestmodseq, beyond_ours);
   if (!settled) co_return settled.error();
   bool only_ours = true;
-  UidSet ours;
-  for (Uid uid : expunged) ours.add(uid);
+  UidSet expunged_here;
+  for (Uid uid : expunged) expunged_here.add(uid);
   for (const auto& range : settled->vanished.ranges()) {
     for (std::uint64_t uid = range.first; uid <= range.last && only_ours; ++uid) {
       // Bounded: a vanished set we did not cause ends the loop at its first member.
-      if (!ours.contains(static_cast<Uid>(uid))) only_ours = false;
+      if (!expunged_here.contains(static_cast<Uid>(uid))) only_ours = false;
     }
   }
   for (const auto& [uid, flags] : settled->flags) {
@@ -1522,7 +1550,7 @@ asio::awaitable<Result<store::SideState>> Engine::settled_state(const Lane& lane
   }
   // Our appends: if they are exactly the UIDs right after the observed UIDNEXT, nobody else
   // delivered in between and UIDNEXT may move past them.
-  Uid expected = seen.uidnext;
+  Uid expected = beyond_ours;
   bool contiguous = true;
   for (const auto& m : settled->above) {
     auto pair = db_.find_pair(id, side, m.uid);
@@ -1546,7 +1574,7 @@ asio::awaitable<Result<store::SideState>> Engine::settled_state(const Lane& lane
 
 asio::awaitable<Status> Engine::copy(const Lane& lane, store::MailboxId id, const std::string& name,
                                      Side from, std::vector<CopyAction> copies,
-                                     PerSide<SideObservation>& seen) {
+                                     PerSide<SideObservation>& seen, std::vector<Uid>& ours) {
   const Side to = other(from);
   Uid target_next = std::max<Uid>(seen[to].uidnext, lane[to]->uidnext());
   // Large messages whose RFC822.SIZE is exact are streamed one at a time; the rest travel in
@@ -1669,6 +1697,7 @@ asio::awaitable<Status> Engine::copy(const Lane& lane, store::MailboxId id, cons
       if (!recorded) co_return recorded;
       target_next = std::max(target_next, appended->uids[i] + 1);
     }
+    ours.insert(ours.end(), appended->uids.begin(), appended->uids.end());
     Status saved = record->commit();
     if (!saved) co_return saved;
     count_copied(actions.size(), batch_bytes);
@@ -1677,6 +1706,7 @@ asio::awaitable<Status> Engine::copy(const Lane& lane, store::MailboxId id, cons
     auto uid = co_await copy_streamed(lane, id, name, from, action, target_next, seen);
     if (!uid) co_return uid.error();
     target_next = std::max(target_next, *uid + 1);
+    ours.push_back(*uid);
     count_copied(1, action.size);
   }
   if (total > 0) {

@@ -39,6 +39,7 @@ using Lane = PerSide<MailStore*>;
 struct RunSummary {
   std::size_t mailboxes_seen = 0, mailboxes_synced = 0, mailboxes_failed = 0;
   PerSide<std::uint64_t> wire_in{}, wire_out{};  // bytes on the wire (after TLS/COMPRESS)
+  PerSide<std::uint64_t> round_trips{};          // over every connection (Traffic::round_trips)
   std::size_t cycles = 0;
   std::map<std::string, MailboxReport> mailboxes;  // by internal name
   // The run's copies, expunges, flag updates, bytes and conflicts: every mailbox's summed.
@@ -142,6 +143,8 @@ class Engine {
   asio::awaitable<Status> connect();
   asio::awaitable<Result<std::unique_ptr<MailStore>>> open_store(Side side);
   asio::awaitable<Result<PerSide<std::unique_ptr<MailStore>>>> open_lane();
+  // MailStore::prepare_for_work() on both sides at once: the lane has work beyond the LIST.
+  asio::awaitable<Status> prepare_for_work(Lane lane);
   Lane lane0() const;
   // Whether LIST-STATUS and the database say that the mailbox may have changed.
   Result<bool> needs_sync(const std::string& name);
@@ -224,10 +227,12 @@ class Engine {
   asio::awaitable<Result<store::SideState>> settled_state(const Lane& lane, store::MailboxId id,
                                                           Side side, const SideObservation& seen,
                                                           bool acted,
-                                                          const std::vector<Uid>& expunged);
+                                                          const std::vector<Uid>& expunged,
+                                                          const std::vector<Uid>& appended);
+  // Adds the UIDs it appended on the other side to `ours`.
   asio::awaitable<Status> copy(const Lane& lane, store::MailboxId id, const std::string& name,
                                Side from, std::vector<CopyAction> copies,
-                               PerSide<SideObservation>& seen);
+                               PerSide<SideObservation>& seen, std::vector<Uid>& ours);
   // One large message, streamed (see HashingSource in engine.cc); returns its new UID.
   asio::awaitable<Result<Uid>> copy_streamed(const Lane& lane, store::MailboxId id,
                                              const std::string& name, Side from,

@@ -62,21 +62,29 @@ bool ImapStore::has(std::string_view capability) const {
   return client_->session().has_capability(capability);
 }
 
-asio::awaitable<Status> ImapStore::prepare(Tier limit) {
+Status ImapStore::prepare(Tier limit) {
   auto& s = client_->session();
   tier_ = best_tier([&](std::string_view name) { return has(name); }, limit);
   if (tier_ != Tier::qresync) {
     log_debug("{}: change detection: {}", side_name(side_), tier_name(tier_));
-    co_return ok_status();
+    return ok_status();
   }
   // The hierarchy delimiter comes with the first LIST's answers (list()); LIST "" "" is asked
   // only when those do not tell it, which saves a command and its bytes on every run.
   const std::vector<std::string> qresync = {"QRESYNC"};
-  // Named, not a temporary inside the co_await (g++ 12 miscompiles some of those).
   auto enable = s.enable(qresync);
-  auto enabled = co_await client_->expect_ok(std::move(enable), "ENABLE QRESYNC");
+  if (!enable) return enable.error();
+  enabling_ = *enable;
+  return ok_status();
+}
+
+asio::awaitable<Status> ImapStore::enabled() {
+  if (!enabling_) co_return ok_status();
+  const imap::CommandId id = *enabling_;
+  enabling_.reset();
+  auto enabled = co_await client_->expect_ok(id, "ENABLE QRESYNC");
   if (!enabled) co_return enabled.error();
-  if (!s.is_enabled("QRESYNC")) {
+  if (!client_->session().is_enabled("QRESYNC")) {
     // iCloud: QRESYNC advertised, ENABLE answered OK without "* ENABLED QRESYNC". Its QRESYNC
     // parameters may not be used (RFC 7162 §3.2.3); CONDSTORE needs no ENABLE.
     log_warning(
@@ -86,6 +94,12 @@ asio::awaitable<Status> ImapStore::prepare(Tier limit) {
     tier_ = Tier::condstore;
   }
   co_return ok_status();
+}
+
+asio::awaitable<Status> ImapStore::prepare_for_work() {
+  Status ready = co_await enabled();
+  if (!ready) co_return ready;
+  co_return co_await client_->compress();
 }
 
 asio::awaitable<Status> ImapStore::learn_delimiter() {
@@ -157,6 +171,11 @@ asio::awaitable<Result<std::vector<ListedMailbox>>> ImapStore::list(
     server_patterns.push_back(reference_ + p);
   }
   const bool extended = has("LIST-EXTENDED");
+  if (!extended) {
+    Status ready = co_await enabled();
+    if (!ready) co_return ready.error();
+  }
+  const Tier asked_for = tier_;
   // STATUS HIGHESTMODSEQ needs CONDSTORE; without a mod-sequence STATUS cannot show that
   // nothing changed (flags), so a plain tier asks for none.
   const bool want_status = tier_ != Tier::plain;
@@ -168,8 +187,13 @@ asio::awaitable<Result<std::vector<ListedMailbox>>> ImapStore::list(
     options.return_items = {"SUBSCRIBED"};
     if (list_status) options.status_items = status_items();
     auto submitted = s.list("", server_patterns, options);
+    // The ENABLE went out before this LIST: both answers come in one round trip.
+    Status ready = co_await enabled();
+    if (!ready) co_return ready.error();
     auto done = co_await client_->expect_ok(std::move(submitted), "LIST");
     if (!done) co_return done.error();
+    // ENABLE not confirmed: the tier is CONDSTORE, whose STATUS items differ (MESSAGES).
+    if (tier_ != asked_for) co_return co_await list(patterns, select_opts);
     answers.push_back(std::move(*done));
   } else {
     auto done = co_await list_without_extensions(server_patterns, select_opts);
@@ -399,6 +423,8 @@ std::string_view ImapStore::summary_items() const {
 
 asio::awaitable<Result<SideObservation>> ImapStore::observe(const std::string& internal,
                                                             const store::SideState& recorded) {
+  Status ready = co_await enabled();  // the tier decides what is asked
+  if (!ready) co_return ready.error();
   auto name = co_await wire_name(internal);
   if (!name) co_return name.error();
   auto& s = client_->session();
@@ -925,6 +951,8 @@ asio::awaitable<Status> ImapStore::rename(const std::string& from, const std::st
 }
 
 asio::awaitable<Result<FullObservation>> ImapStore::observe_all(const std::string& internal) {
+  Status ready = co_await enabled();  // the tier decides what is asked
+  if (!ready) co_return ready.error();
   auto name = co_await wire_name(internal);
   if (!name) co_return name.error();
   auto& s = client_->session();
@@ -975,6 +1003,8 @@ asio::awaitable<Status> ImapStore::unselect() {
 }
 
 asio::awaitable<Result<bool>> ImapStore::start_idle(const std::string& internal) {
+  Status ready = co_await enabled();  // the tier decides what is asked
+  if (!ready) co_return ready.error();
   auto& s = client_->session();
   if (!s.has_capability("IDLE") && !s.has_capability("IMAP4REV2")) co_return false;
   auto name = co_await wire_name(internal);
@@ -1045,6 +1075,8 @@ Result<Announcement> ImapStore::take_announcements() {
 
 asio::awaitable<Result<std::vector<ListedMailbox>>> ImapStore::status(
     const std::vector<std::string>& names) {
+  Status ready = co_await enabled();  // the tier decides what is asked
+  if (!ready) co_return ready.error();
   std::vector<ListedMailbox> out;
   for (const auto& internal : names) {
     auto name = co_await wire_name(internal);
@@ -1074,6 +1106,8 @@ asio::awaitable<Status> ImapStore::stop_idle() {
 }
 
 asio::awaitable<Status> ImapStore::notify(bool on) {
+  Status ready = co_await enabled();
+  if (!ready) co_return ready;
   auto& s = client_->session();
   imap::CommandBuilder builder("NOTIFY", s.wire_options());
   if (on) {
@@ -1262,7 +1296,7 @@ bool ImapStore::can_notify() const { return client_->session().has_capability("N
 
 Traffic ImapStore::traffic() const {
   const auto counters = client_->counters();
-  return {counters.wire_in, counters.wire_out};
+  return {counters.wire_in, counters.wire_out, client_->round_trips()};
 }
 
 void ImapStore::close() { client_->close(); }
@@ -1274,7 +1308,7 @@ asio::awaitable<Result<std::unique_ptr<MailStore>>> ImapConnector::open(Side sid
   auto client = co_await net::Client::connect(endpoints_[side]);
   if (!client) co_return client.error();
   auto store = std::make_unique<ImapStore>(side, std::move(*client), references_[side]);
-  Status prepared = co_await store->prepare(limits_[side]);
+  Status prepared = store->prepare(limits_[side]);
   if (!prepared) co_return prepared.error();
   // Another connection to the same server already listed it: same delimiter, no LIST needed.
   if (const auto* imap = dynamic_cast<const ImapStore*>(sibling)) store->adopt_delimiter(*imap);

@@ -31,9 +31,10 @@ class ImapStore : public MailStore {
     delimiter_ = other.delimiter_;
     delimiter_known_ = true;
   }
-  // Chooses the tier (the best the server offers, at most `limit`); ENABLE QRESYNC for that tier,
-  // falling back to CONDSTORE when the server does not confirm it.
-  asio::awaitable<Status> prepare(Tier limit = Tier::qresync);
+  // Chooses the tier (the best the server offers, at most `limit`) and sends ENABLE QRESYNC for
+  // that tier without waiting: its answer comes with the first LIST's (one round trip for both).
+  // enabled() reads it, falling back to CONDSTORE when the server does not confirm it.
+  Status prepare(Tier limit = Tier::qresync);
   // Asks the server for its hierarchy delimiter unless a LIST already told it.
   asio::awaitable<Status> learn_delimiter();
   // Internal name -> the server's name (reference prefix, delimiter, modified UTF-7).
@@ -104,6 +105,8 @@ class ImapStore : public MailStore {
       const std::vector<std::string>& names) override;
   asio::awaitable<Status> stop_idle() override;
 
+  // COMPRESS=DEFLATE when configured and offered (net::Client::compress()).
+  asio::awaitable<Status> prepare_for_work() override;
   Traffic traffic() const override;
   void close() override;
   asio::awaitable<void> logout() override;
@@ -120,6 +123,8 @@ class ImapStore : public MailStore {
   asio::awaitable<Result<imap::Completion>> select(const std::string& internal,
                                                    const std::string& name,
                                                    const imap::cmd::SelectOptions& options);
+  // The answer to prepare()'s ENABLE, read once before anything that depends on the tier.
+  asio::awaitable<Status> enabled();
   bool utf8() const;
   bool has(std::string_view capability) const;
   // LIST and LSUB per pattern, for servers without LIST-EXTENDED; STATUS of each mailbox when
@@ -154,7 +159,8 @@ class ImapStore : public MailStore {
   std::string selected_;
   std::optional<imap::CommandId> idle_;
   Tier tier_ = Tier::qresync;
-  std::optional<Uid> fallback_uidnext_;  // the selected mailbox's, when SELECT did not say
+  std::optional<imap::CommandId> enabling_;  // ENABLE QRESYNC sent, its answer not read yet
+  std::optional<Uid> fallback_uidnext_;      // the selected mailbox's, when SELECT did not say
 };
 
 // Connects to the configured servers: net::Client::connect, then prepare().

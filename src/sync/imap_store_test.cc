@@ -77,9 +77,9 @@ TEST(ImapStoreTiers, EnableWithoutEnabledFallsBackToCondstore) {
   FakeServer server(std::move(script));
   auto store = open_store(server);
   ASSERT_TRUE(store);
-  EXPECT_EQ(store->tier(), Tier::condstore);
   auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 5, 10)));
   ASSERT_TRUE(seen.ok()) << seen.error().to_string();
+  EXPECT_EQ(store->tier(), Tier::condstore);
   EXPECT_FALSE(seen->expunges_reported);
   EXPECT_TRUE(seen->vanished_set.empty());
   EXPECT_EQ(seen->changes.flags.at(2), FlagSet{"\\Seen"});
@@ -87,6 +87,62 @@ TEST(ImapStoreTiers, EnableWithoutEnabledFallsBackToCondstore) {
   ASSERT_EQ(seen->changes.added.size(), 1u);
   EXPECT_EQ(seen->changes.added[0].uid, 5u);
   EXPECT_EQ(seen->highestmodseq, 12u);
+  EXPECT_TRUE(script_completed(*store, server));
+}
+
+// ENABLE waits for nothing: it goes out with the first LIST, and both answers come in one round
+// trip (the script answers neither before it has read both lines).
+TEST(ImapStoreTiers, EnableGoesOutWithTheFirstList) {
+  Script script = logged_in("IMAP4rev1 ENABLE QRESYNC CONDSTORE UIDPLUS LIST-EXTENDED LIST-STATUS");
+  script.expect_tagged_line("ENABLE QRESYNC", "e")
+      .expect_tagged_line(
+          "LIST (SUBSCRIBED) \"\" * RETURN (SUBSCRIBED STATUS (UIDVALIDITY UIDNEXT "
+          "HIGHESTMODSEQ))",
+          "l")
+      .send(
+          "* ENABLED QRESYNC\r\n{tag:e} OK enabled\r\n"
+          "* LIST (\\Subscribed) \"/\" INBOX\r\n"
+          "* STATUS INBOX (UIDVALIDITY 7 UIDNEXT 3 HIGHESTMODSEQ 9)\r\n{tag:l} OK done\r\n");
+  FakeServer server(std::move(script));
+  auto store = open_store(server);
+  ASSERT_TRUE(store);
+  const std::vector<std::string> everything = {"*"}, subscribed = {"SUBSCRIBED"};
+  auto listed = net::run_coroutine(store->list(everything, subscribed));
+  ASSERT_TRUE(listed.ok()) << listed.error().to_string() << "\n" << server.describe();
+  EXPECT_EQ(store->tier(), Tier::qresync);
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ((*listed)[0].highestmodseq, 9u);
+  EXPECT_TRUE(script_completed(*store, server));
+}
+
+// The same ENABLE unconfirmed (iCloud): the LIST that went out with it asked for the QRESYNC
+// tier's STATUS items, so it is asked again with CONDSTORE's (MESSAGES, for the count check).
+TEST(ImapStoreTiers, UnconfirmedEnableListsAgainForCondstore) {
+  Script script = logged_in("IMAP4rev1 ENABLE QRESYNC CONDSTORE UIDPLUS LIST-EXTENDED LIST-STATUS");
+  script.expect_tagged_line("ENABLE QRESYNC", "e")
+      .expect_tagged_line(
+          "LIST \"\" * RETURN (SUBSCRIBED STATUS (UIDVALIDITY UIDNEXT "
+          "HIGHESTMODSEQ))",
+          "l")
+      .send(
+          "{tag:e} OK done\r\n* LIST () \"/\" INBOX\r\n"
+          "* STATUS INBOX (UIDVALIDITY 7 UIDNEXT 3 HIGHESTMODSEQ 9)\r\n{tag:l} OK done\r\n")
+      .expect_tagged_line(
+          "LIST \"\" * RETURN (SUBSCRIBED STATUS (MESSAGES UIDVALIDITY "
+          "UIDNEXT HIGHESTMODSEQ))")
+      .send(
+          "* LIST () \"/\" INBOX\r\n"
+          "* STATUS INBOX (MESSAGES 2 UIDVALIDITY 7 UIDNEXT 3 HIGHESTMODSEQ 9)\r\n"
+          "{tag} OK done\r\n");
+  FakeServer server(std::move(script));
+  auto store = open_store(server);
+  ASSERT_TRUE(store);
+  const std::vector<std::string> everything = {"*"}, none = {};
+  auto listed = net::run_coroutine(store->list(everything, none));
+  ASSERT_TRUE(listed.ok()) << listed.error().to_string();
+  EXPECT_EQ(store->tier(), Tier::condstore);
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ((*listed)[0].messages, 2u);
   EXPECT_TRUE(script_completed(*store, server));
 }
 

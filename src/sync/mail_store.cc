@@ -37,6 +37,8 @@ void update_status(ListedMailbox& m, const ListedMailbox& heard) {
   if (heard.messages) m.messages = heard.messages;
 }
 
+asio::awaitable<Status> MailStore::prepare_for_work() { co_return ok_status(); }
+
 asio::awaitable<Result<std::vector<ListedMailbox>>> MailStore::status(
     const std::vector<std::string>& names) {
   // Named arguments: g++ 12 mishandles braced temporaries in a co_await expression.

@@ -198,6 +198,7 @@ class BodyReader : public BodySource {
 // Bytes exchanged with a server (after TLS/COMPRESS), for the run summary.
 struct Traffic {
   std::uint64_t in = 0, out = 0;
+  std::uint64_t round_trips = 0;  // sent, then waited for the answer (net::Client::round_trips)
 };
 
 class MailStore {
@@ -289,6 +290,9 @@ class MailStore {
   virtual asio::awaitable<Status> stop_idle() = 0;
 
   // --- The connection ---
+  // This connection is about to do more than list: a run that finds nothing to do never calls
+  // it. An IMAP store turns on COMPRESS here (configured and offered); by default, nothing.
+  virtual asio::awaitable<Status> prepare_for_work();
   virtual Traffic traffic() const = 0;
   // Closes without a goodbye (every command has completed).
   virtual void close() = 0;

@@ -291,6 +291,28 @@ TEST(SyncState, RunAfterACopyingRunSelectsNothing) {
   EXPECT_THAT(traced.err, ::testing::Not(HasSubstr(" SELECT "))) << traced.describe();
 }
 
+// Issue 13: after copying, what was appended is not read back (APPENDUID and the flags sent say
+// what it is); only UIDs beyond it could be someone else's delivery. Local INBOX is empty, so the
+// 30 copies are UIDs 1..30 and the check after them starts at 31.
+TEST(SyncState, CopiedMessagesAreNotReadBack) {
+  SyncPair pair;
+  pair.append(Side::remote, "INBOX", test_messages("not-read-back", 30));
+  RunResult traced = pair.run({"--debug"});
+  ASSERT_TRUE(ran_ok(traced));
+  const std::string& log = traced.err;
+  const auto append = log.find(" APPEND INBOX");  // to local, the only side that receives
+  ASSERT_NE(append, std::string::npos) << traced.describe();
+  const std::string summaries = " (UID RFC822.SIZE FLAGS INTERNALDATE MODSEQ)";
+  EXPECT_EQ(log.find("UID FETCH 1:4294967295" + summaries, append), std::string::npos)
+      << traced.describe();
+  EXPECT_NE(log.find("UID FETCH 31:4294967295" + summaries, append), std::string::npos)
+      << traced.describe();
+  ASSERT_TRUE(synced(pair));
+  const RunResult again = pair.run({"--debug"});
+  ASSERT_TRUE(ran_ok(again));
+  EXPECT_THAT(again.err, ::testing::Not(HasSubstr(" SELECT "))) << again.describe();
+}
+
 // =============================================================================================
 // Large messages: streamed from the FETCH on one server into the APPEND on the other, so that
 // memory does not grow with message size
