@@ -108,6 +108,19 @@ asio::awaitable<Status> first_of(asio::awaitable<Status> local, asio::awaitable<
   co_return std::move(std::get<1>(result));
 }
 
+// One side's expunges, or nothing: the two sides' run at once (independent connections).
+asio::awaitable<Status> expunge_on(MailStore* store, std::vector<Uid> uids) {
+  if (uids.empty()) co_return ok_status();
+  co_return co_await store->expunge(uids);
+}
+
+// One side's flag updates, or nothing; what MailStore::set_flags() returns.
+asio::awaitable<Result<std::set<Uid>>> set_flags_on(MailStore* store,
+                                                    std::vector<FlagUpdate> updates) {
+  if (updates.empty()) co_return std::set<Uid>{};
+  co_return co_await store->set_flags(updates);
+}
+
 bool fatal_for_run(const Error& e) {
   return e.code == Errc::io || e.code == Errc::eof || e.code == Errc::timeout ||
          e.code == Errc::security || e.code == Errc::tls || e.code == Errc::auth;
@@ -1380,10 +1393,12 @@ asio::awaitable<Status> Engine::execute(const Lane& lane, store::MailboxId id,
   //    next time and the pair is forgotten then).
   PerSide<std::vector<Uid>> expunge;
   for (const auto& e : plan.expunges) expunge[e.on].push_back(e.uid);
+  auto expunge_local = expunge_on(lane[Side::local], expunge[Side::local]);
+  auto expunge_remote = expunge_on(lane[Side::remote], expunge[Side::remote]);
+  const auto expunged = co_await both(std::move(expunge_local), std::move(expunge_remote));
   for (Side side : kSides) {
+    if (!expunged[side]) co_return expunged[side];
     if (expunge[side].empty()) continue;
-    Status done = co_await lane[side]->expunge(expunge[side]);
-    if (!done) co_return done;
     acted[side] = true;
     summary_.mailboxes[name].expunged_on[side] += expunge[side].size();
     log_info("{}expunged {} message(s)", log_prefix(side, name), expunge[side].size());
@@ -1442,10 +1457,13 @@ asio::awaitable<Status> Engine::execute(const Lane& lane, store::MailboxId id,
     Status committed = tx->commit();
     if (!committed) co_return committed;
   }
+  auto store_local = set_flags_on(lane[Side::local], updates[Side::local]);
+  auto store_remote = set_flags_on(lane[Side::remote], updates[Side::remote]);
+  const auto stored_both = co_await both(std::move(store_local), std::move(store_remote));
   for (Side side : kSides) {
-    if (updates[side].empty()) continue;
-    auto modified = co_await lane[side]->set_flags(updates[side]);
+    const auto& modified = stored_both[side];
     if (!modified) co_return modified.error();
+    if (updates[side].empty()) continue;
     acted[side] = true;
     stored[side] = updates[side].size() - modified->size();
     if (!modified->empty()) unmerged[other(side)] = true;
