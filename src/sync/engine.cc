@@ -108,7 +108,7 @@ asio::awaitable<Status> first_of(asio::awaitable<Status> local, asio::awaitable<
   co_return std::move(std::get<1>(result));
 }
 
-// One side's expunges, or nothing: the two sides' run at once (independent connections).
+// One side's expunges, or nothing: both sides run at once (each has its own connection).
 asio::awaitable<Status> expunge_on(MailStore* store, std::vector<Uid> uids) {
   if (uids.empty()) co_return ok_status();
   co_return co_await store->expunge(uids);
