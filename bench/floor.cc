@@ -50,7 +50,7 @@ asio::awaitable<Result<std::unique_ptr<ImapStore>>> open(const config::Config& c
 
 asio::awaitable<Status> copy_mailbox(Lane& lane, const std::string& name, std::size_t& copied) {
   const store::SideState fresh;
-  auto seen = co_await lane.from->observe(name, fresh);
+  auto seen = co_await lane.from->observe(name, fresh, true);
   if (!seen) co_return seen.error();
   std::vector<std::vector<sync::Uid>> batches;
   std::map<sync::Uid, const sync::NewMessage*> by_uid;

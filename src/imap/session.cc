@@ -50,6 +50,8 @@ bool may_follow_enable(CommandKind kind) {
          kind == CommandKind::noop;
 }
 
+bool may_follow_select(CommandKind kind) { return kind == CommandKind::uid_fetch; }
+
 Session::Session(SessionOptions options) : options_(options), secure_(options.secure_transport) {}
 
 Status Session::fail(Error error) {
@@ -67,6 +69,9 @@ bool Session::can_start(const Pending& next) const {
     // RFC 9051 §5.5: continuations are negotiated before any subsequent command is initiated.
     if (!p.chunks.empty()) return false;
     if (p.kind == CommandKind::enable) return may_follow_enable(next.kind);
+    if (p.kind == CommandKind::select || p.kind == CommandKind::examine) {
+      return may_follow_select(next.kind);
+    }
     return may_pipeline(p.kind);
   });
 }

@@ -74,6 +74,10 @@ bool may_pipeline(CommandKind kind);
 // first, so its outcome is known before these answers are read; the first LIST of a run then
 // costs no round trip of its own.
 bool may_follow_enable(CommandKind kind);
+// And behind a SELECT or EXAMINE, a UID FETCH: it asks about the mailbox being selected, by UID.
+// Should the SELECT fail, no mailbox is selected (RFC 9051 §6.3.2) and the FETCH fails too; its
+// answer is read only once the SELECT's says what was selected.
+bool may_follow_select(CommandKind kind);
 
 enum class ConnectionState {
   greeting,           // nothing received yet

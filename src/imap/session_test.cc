@@ -233,6 +233,26 @@ TEST(Session, OnlyListAndStatusFollowAnEnable) {
   EXPECT_FALSE(may_follow_enable(CommandKind::uid_fetch));  // its answer may say VANISHED
 }
 
+// Behind a SELECT only a UID FETCH goes out at once; anything else waits for the SELECT's answer.
+TEST(Session, OnlyUidFetchFollowsASelect) {
+  Script s;
+  preauth(s, "IMAP4rev1 UIDPLUS");
+  ASSERT_TRUE(s.session.select("INBOX").ok());
+  SequenceSet new_mail;
+  new_mail.add(5, 4294967295u);
+  ASSERT_TRUE(s.session.uid_fetch(new_mail, "(UID FLAGS)").ok());
+  ASSERT_TRUE(s.session.noop().ok());
+  EXPECT_EQ(s.client(), "T1 SELECT INBOX\r\nT2 UID FETCH 5:4294967295 (UID FLAGS)\r\n");
+  EXPECT_OK(
+      s.server("* 2 EXISTS\r\n* OK [UIDVALIDITY 3] x\r\n* OK [UIDNEXT 7] x\r\n"
+               "T1 OK [READ-WRITE] selected\r\n"));
+  EXPECT_EQ(s.client(), "T3 NOOP\r\n");  // once the SELECT is answered (a FETCH allows it)
+  EXPECT_OK(s.server("* 2 FETCH (UID 6 FLAGS ())\r\nT2 OK done\r\nT3 OK\r\n"));
+  EXPECT_TRUE(may_follow_select(CommandKind::uid_fetch));
+  EXPECT_FALSE(may_follow_select(CommandKind::uid_store));  // never a change before the answer
+  EXPECT_FALSE(may_follow_select(CommandKind::fetch));
+}
+
 // A synchronizing literal waits for "+"; nothing else starts meanwhile; the rest follows at once.
 TEST(Session, SynchronizingLiteralWaitsForContinuation) {
   Script s;

@@ -39,8 +39,9 @@ asio::awaitable<Status> DryRunStore::rename(const std::string& from, const std::
 }
 
 asio::awaitable<Result<SideObservation>> DryRunStore::observe(const std::string& name,
-                                                              const store::SideState& recorded) {
-  if (!created_.count(name)) co_return co_await real_->observe(name, recorded);
+                                                              const store::SideState& recorded,
+                                                              bool new_mail_listed) {
+  if (!created_.count(name)) co_return co_await real_->observe(name, recorded, new_mail_listed);
   // The mailbox this run would create: empty, with nothing to compare against.
   SideObservation empty;
   empty.uidnext = 1;

@@ -108,17 +108,13 @@ asio::awaitable<Status> first_of(asio::awaitable<Status> local, asio::awaitable<
   co_return std::move(std::get<1>(result));
 }
 
-// One side's expunges, or nothing: both sides run at once (each has its own connection).
-asio::awaitable<Status> expunge_on(MailStore* store, std::vector<Uid> uids) {
-  if (uids.empty()) co_return ok_status();
-  co_return co_await store->expunge(uids);
-}
-
-// One side's flag updates, or nothing; what MailStore::set_flags() returns.
-asio::awaitable<Result<std::set<Uid>>> set_flags_on(MailStore* store,
-                                                    std::vector<FlagUpdate> updates) {
-  if (updates.empty()) co_return std::set<Uid>{};
-  co_return co_await store->set_flags(updates);
+// One side's expunges and flag updates, or nothing: both sides run at once (each has its own
+// connection). What MailStore::expunge_and_set_flags() returns.
+asio::awaitable<Result<std::set<Uid>>> expunge_and_set_flags_on(MailStore* store,
+                                                                std::vector<Uid> expunges,
+                                                                std::vector<FlagUpdate> updates) {
+  if (expunges.empty() && updates.empty()) co_return std::set<Uid>{};
+  co_return co_await store->expunge_and_set_flags(expunges, updates);
 }
 
 bool fatal_for_run(const Error& e) {
@@ -832,12 +828,18 @@ asio::awaitable<Status> Engine::sync_mailbox(const std::string& name, const Lane
   if (Log::instance().enabled(LogLevel::debug)) {
     log_debug("{}: plan:\n{}", shown(name), describe(*plan));
   }
-  Status executed = co_await execute(lane, m.id, name, *plan, m.seen, m.recorded);
+  Status executed = co_await execute(lane, m.id, name, std::move(*plan), m.seen, m.recorded);
   if (!executed) co_return executed;
   ++summary_.mailboxes_synced;
   report.outcome = MailboxReport::Outcome::synced;
   ++report.syncs;
   co_return ok_status();
+}
+
+bool Engine::new_mail_listed(Side side, const MailboxSync& m) const {
+  const auto it = listed_[side].find(m.name);
+  if (it == listed_[side].end() || !it->second.uidnext) return false;
+  return *it->second.uidnext > m.recorded[side].uidnext.value_or(1);
 }
 
 asio::awaitable<Status> Engine::observe_mailbox(const Lane& lane, MailboxSync& m) {
@@ -848,8 +850,10 @@ asio::awaitable<Status> Engine::observe_mailbox(const Lane& lane, MailboxSync& m
   for (Side side : kSides) m.recorded[side] = (*record)->sides[side];
   {
     // Both sides at once: each is its own connection.
-    auto observe_local = lane[Side::local]->observe(m.name, m.recorded[Side::local]);
-    auto observe_remote = lane[Side::remote]->observe(m.name, m.recorded[Side::remote]);
+    auto observe_local = lane[Side::local]->observe(m.name, m.recorded[Side::local],
+                                                    new_mail_listed(Side::local, m));
+    auto observe_remote = lane[Side::remote]->observe(m.name, m.recorded[Side::remote],
+                                                      new_mail_listed(Side::remote, m));
     auto observed = co_await both(std::move(observe_local), std::move(observe_remote));
     for (Side side : kSides) {
       if (!observed[side]) co_return observed[side].error();
@@ -882,7 +886,8 @@ asio::awaitable<Status> Engine::observe_mailbox(const Lane& lane, MailboxSync& m
     auto cleared = db_.clear_side(m.id, side);
     if (!cleared) co_return cleared.error();
     m.recorded[side] = store::SideState{};
-    auto observed = co_await lane[side]->observe(m.name, m.recorded[side]);
+    auto observed =
+        co_await lane[side]->observe(m.name, m.recorded[side], new_mail_listed(side, m));
     if (!observed) co_return observed.error();
     m.seen[side] = std::move(*observed);
   }
@@ -1385,36 +1390,17 @@ Status Engine::recover_stores(MailboxSync& m, const std::vector<store::Intent>& 
 }
 
 asio::awaitable<Status> Engine::execute(const Lane& lane, store::MailboxId id,
-                                        const std::string& name, const Plan& plan,
+                                        const std::string& name, Plan plan,
                                         PerSide<SideObservation>& seen,
                                         const PerSide<store::SideState>& recorded) {
   PerSide<bool> acted{};
-  // 1. Expunges, then forget the pairs (a crash in between: both sides report the UID vanished
-  //    next time and the pair is forgotten then).
+  // 1. Expunges and flags: one flight per side (MailStore::expunge_and_set_flags), both sides
+  //    at once; then forget the expunged pairs and record the merged flags, in one transaction.
+  //    A crash before it: both sides report the expunged UIDs vanished next time and their pairs
+  //    are forgotten then; the STOREs are recovered from their intents.
   PerSide<std::vector<Uid>> expunge;
   for (const auto& e : plan.expunges) expunge[e.on].push_back(e.uid);
-  auto expunge_local = expunge_on(lane[Side::local], expunge[Side::local]);
-  auto expunge_remote = expunge_on(lane[Side::remote], expunge[Side::remote]);
-  const auto expunged = co_await both(std::move(expunge_local), std::move(expunge_remote));
-  for (Side side : kSides) {
-    if (!expunged[side]) co_return expunged[side];
-    if (expunge[side].empty()) continue;
-    acted[side] = true;
-    summary_.mailboxes[name].expunged_on[side] += expunge[side].size();
-    log_info("{}expunged {} message(s)", log_prefix(side, name), expunge[side].size());
-  }
-  if (!plan.forgets.empty()) {
-    auto tx = db_.begin();
-    if (!tx) co_return tx.error();
-    for (const auto& f : plan.forgets) {
-      auto removed = db_.remove_pair(id, Side::local, f.pair.local_uid);
-      if (!removed) co_return removed.error();
-    }
-    Status committed = tx->commit();
-    if (!committed) co_return committed;
-  }
-
-  // 2. Flags: one conditional STORE per message with the merged flags.
+  // Flags: one conditional STORE per message with the merged flags.
   std::map<std::pair<int, Uid>, FlagSet> merged;  // (side, uid) -> merged flags
   for (const auto& r : plan.records) {
     merged[{0, r.pair.local_uid}] = r.pair.flags;
@@ -1457,12 +1443,19 @@ asio::awaitable<Status> Engine::execute(const Lane& lane, store::MailboxId id,
     Status committed = tx->commit();
     if (!committed) co_return committed;
   }
-  auto store_local = set_flags_on(lane[Side::local], updates[Side::local]);
-  auto store_remote = set_flags_on(lane[Side::remote], updates[Side::remote]);
-  const auto stored_both = co_await both(std::move(store_local), std::move(store_remote));
+  auto apply_local =
+      expunge_and_set_flags_on(lane[Side::local], expunge[Side::local], updates[Side::local]);
+  auto apply_remote =
+      expunge_and_set_flags_on(lane[Side::remote], expunge[Side::remote], updates[Side::remote]);
+  const auto applied = co_await both(std::move(apply_local), std::move(apply_remote));
   for (Side side : kSides) {
-    const auto& modified = stored_both[side];
+    const auto& modified = applied[side];
     if (!modified) co_return modified.error();
+    if (!expunge[side].empty()) {
+      acted[side] = true;
+      summary_.mailboxes[name].expunged_on[side] += expunge[side].size();
+      log_info("{}expunged {} message(s)", log_prefix(side, name), expunge[side].size());
+    }
     if (updates[side].empty()) continue;
     acted[side] = true;
     stored[side] = updates[side].size() - modified->size();
@@ -1472,9 +1465,13 @@ asio::awaitable<Status> Engine::execute(const Lane& lane, store::MailboxId id,
       if (modified->count(uid)) modified_local.insert(r.pair.local_uid);
     }
   }
-  if (!plan.records.empty() || !store_intents.empty()) {
+  if (!plan.forgets.empty() || !plan.records.empty() || !store_intents.empty()) {
     auto tx = db_.begin();
     if (!tx) co_return tx.error();
+    for (const auto& f : plan.forgets) {
+      auto removed = db_.remove_pair(id, Side::local, f.pair.local_uid);
+      if (!removed) co_return removed.error();
+    }
     for (const auto& r : plan.records) {
       if (modified_local.count(r.pair.local_uid)) continue;
       Status saved =
@@ -1494,9 +1491,10 @@ asio::awaitable<Status> Engine::execute(const Lane& lane, store::MailboxId id,
     log_info("{}updated flags of {} message(s)", log_prefix(side, name), stored[side]);
   }
 
-  // 3. Copies, each direction in batches, intent before effect.
+  // 2. Copies, each direction in batches, intent before effect.
   PerSide<std::vector<CopyAction>> copies;
-  for (const auto& c : plan.copies) copies[c.from].push_back(c);
+  for (auto& c : plan.copies) copies[c.from].push_back(std::move(c));
+  plan.copies = {};  // its moved-from shells too: a first sync's list is a mailbox long
   PerSide<std::vector<Uid>> appended;
   for (Side from : kSides) {
     if (copies[from].empty()) continue;
@@ -1506,7 +1504,7 @@ asio::awaitable<Status> Engine::execute(const Lane& lane, store::MailboxId id,
     acted[other(from)] = true;
   }
 
-  // 4. Persist UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ, now that everything below them is
+  // 3. Persist UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ, now that everything below them is
   //    applied and recorded. After our own changes, HIGHESTMODSEQ may only move past them if
   //    nobody else changed anything meanwhile; otherwise keep the observed value so the next
   //    run sees the concurrent change (RFC 7162 §6).
@@ -1620,6 +1618,7 @@ asio::awaitable<Status> Engine::copy(const Lane& lane, store::MailboxId id, cons
       }
       batched.push_back(std::move(c));
     }
+    copies = {};  // moved into batched and streamed: only the shells were left
   }
   // Batches bounded in bytes (as announced by RFC822.SIZE) and in count.
   std::vector<std::vector<Uid>> batches;

@@ -185,6 +185,9 @@ class Engine {
     std::map<std::pair<std::size_t, Uid>, std::string> hashes;  // (side, UID) -> SHA-256
   };
   asio::awaitable<Status> observe_mailbox(const Lane& lane, MailboxSync& m);
+  // Whether the last listing showed `side`'s UIDNEXT past the recorded one (MailStore::observe's
+  // hint).
+  bool new_mail_listed(Side side, const MailboxSync& m) const;
   // Orphans of a UIDVALIDITY change re-matched; pending APPEND intents resolved.
   asio::awaitable<Status> recover_interrupted(const Lane& lane, MailboxSync& m);
   Status load_pairs(MailboxSync& m);
@@ -220,8 +223,9 @@ class Engine {
   // when the message is gone.
   asio::awaitable<Result<std::string>> body_hash(const Lane& lane, MailboxSync& m, Side side,
                                                  Uid uid, std::uint64_t size);
+  // Takes the plan: its copies move on into copy() (a list per mailbox, held once).
   asio::awaitable<Status> execute(const Lane& lane, store::MailboxId id, const std::string& name,
-                                  const Plan& plan, PerSide<SideObservation>& seen,
+                                  Plan plan, PerSide<SideObservation>& seen,
                                   const PerSide<store::SideState>& recorded);
   // The UIDNEXT and HIGHESTMODSEQ a side may record after our changes (see execute()).
   asio::awaitable<Result<store::SideState>> settled_state(const Lane& lane, store::MailboxId id,

@@ -357,10 +357,23 @@ asio::awaitable<Status> ImapStore::subscribe(const std::string& internal, bool o
   co_return ok_status();
 }
 
+Result<std::vector<imap::CommandId>> ImapStore::submit_new_messages(Uid from) {
+  imap::SequenceSet range;
+  range.add(std::max<Uid>(from, 1), kMaxUid);
+  return client_->session().uid_fetch(range, "(UID FLAGS INTERNALDATE RFC822.SIZE)");
+}
+
 asio::awaitable<Result<imap::Completion>> ImapStore::select(
-    const std::string& internal, const std::string& name, const imap::cmd::SelectOptions& options) {
+    const std::string& internal, const std::string& name, const imap::cmd::SelectOptions& options,
+    const std::function<Result<std::vector<imap::CommandId>>()>& behind,
+    std::vector<imap::CommandId>* behind_ids) {
   auto& s = client_->session();
   auto submitted = s.select(name, options);
+  if (submitted && behind) {
+    auto ids = behind();
+    if (!ids) co_return ids.error();
+    *behind_ids = std::move(*ids);
+  }
   auto selected = co_await client_->wait(std::move(submitted));
   if (!selected) co_return selected.error();
   if (!selected->ok())
@@ -422,7 +435,8 @@ std::string_view ImapStore::summary_items() const {
 }
 
 asio::awaitable<Result<SideObservation>> ImapStore::observe(const std::string& internal,
-                                                            const store::SideState& recorded) {
+                                                            const store::SideState& recorded,
+                                                            bool new_mail_listed) {
   Status ready = co_await enabled();  // the tier decides what is asked
   if (!ready) co_return ready.error();
   auto name = co_await wire_name(internal);
@@ -437,9 +451,21 @@ asio::awaitable<Result<SideObservation>> ImapStore::observe(const std::string& i
     options.qresync =
         imap::cmd::QresyncParams{*recorded.uidvalidity, *recorded.highestmodseq, {}, std::nullopt};
   }
-  auto selected = co_await select(internal, *name, options);
+  const Uid from = recorded.uidnext.value_or(1);
+  // The LIST said new mail came: its summaries are asked with the SELECT, not after its answer.
+  std::vector<imap::CommandId> new_ids;
+  const auto ask_new = [&] { return submit_new_messages(from); };
+  std::function<Result<std::vector<imap::CommandId>>()> behind;
+  if (new_mail_listed) behind = ask_new;
+  auto selected = co_await select(internal, *name, options, behind, &new_ids);
   if (!selected) co_return selected.error();
   const auto& state = s.mailbox();
+  const bool stop_here = (tier_ != Tier::plain && state->nomodseq) ||
+                         (recorded.uidvalidity && *recorded.uidvalidity != *state->uidvalidity);
+  if (stop_here && !new_ids.empty()) {
+    auto unused = co_await client_->wait_all(new_ids);  // read and dropped: nothing is left over
+    if (!unused) co_return unused.error();
+  }
   if (tier_ != Tier::plain && state->nomodseq) {
     co_return Error(Errc::protocol,
                     fmt::format("{}: mailbox {} has no persistent mod-sequences (NOMODSEQ); set "
@@ -465,7 +491,6 @@ asio::awaitable<Result<SideObservation>> ImapStore::observe(const std::string& i
       if (fetch->modseq) observation.changes.modseq[*fetch->uid] = *fetch->modseq;
     }
   }
-  const Uid from = recorded.uidnext.value_or(1);
   std::vector<imap::CommandId> ids;
   if (tracked && state->exists > 0 && !qresync) {
     imap::cmd::FetchModifiers modifiers;
@@ -483,12 +508,18 @@ asio::awaitable<Result<SideObservation>> ImapStore::observe(const std::string& i
       ids.insert(ids.end(), fetch->begin(), fetch->end());
     }
   }
-  if (state->exists > 0 && observation.uidnext > from) {
-    imap::SequenceSet range;
-    range.add(std::max<Uid>(from, 1), kMaxUid);
-    auto fetch = s.uid_fetch(range, "(UID FLAGS INTERNALDATE RFC822.SIZE)");
+  // Asked with the SELECT: its answer (an empty mailbox may answer NO to "n:*") is read only if
+  // the SELECT says there is something to read.
+  const bool want_new = state->exists > 0 && observation.uidnext > from;
+  if (want_new && !new_ids.empty()) {
+    ids.insert(ids.end(), new_ids.begin(), new_ids.end());
+  } else if (want_new) {
+    auto fetch = submit_new_messages(from);
     if (!fetch) co_return fetch.error();
     ids.insert(ids.end(), fetch->begin(), fetch->end());
+  } else if (!new_ids.empty()) {
+    auto unused = co_await client_->wait_all(new_ids);
+    if (!unused) co_return unused.error();
   }
   std::set<Uid> present;  // plain listing: the UIDs below `from` that exist
   if (!ids.empty()) {
@@ -789,8 +820,7 @@ struct FlagChange {
 
 }  // namespace
 
-asio::awaitable<Result<std::set<Uid>>> ImapStore::set_flags(
-    const std::vector<FlagUpdate>& updates) {
+Result<ImapStore::FlagStores> ImapStore::submit_flags(const std::vector<FlagUpdate>& updates) {
   auto& s = client_->session();
   std::map<FlagChange, std::vector<Uid>> groups;
   for (const auto& u : updates) {
@@ -805,64 +835,115 @@ asio::awaitable<Result<std::set<Uid>>> ImapStore::set_flags(
       groups[{imap::cmd::StoreMode::remove, u.remove, std::nullopt}].push_back(u.uid);
     }
   }
-  std::vector<imap::CommandId> ids;
-  std::vector<std::vector<Uid>> sent;
+  FlagStores out;
   for (auto& [change, uids] : groups) {
     imap::cmd::StoreOp op;
     op.mode = change.mode;
     op.flags = change.flags;
     op.unchanged_since = change.unchanged_since;
     auto store = s.uid_store(set_of(uids), op);
-    if (!store) co_return store.error();
+    if (!store) return store.error();
     for (auto id : *store) {
-      ids.push_back(id);
-      sent.push_back(uids);
+      out.ids.push_back(id);
+      out.sent.push_back(uids);
     }
   }
+  return out;
+}
+
+Result<std::set<Uid>> ImapStore::flags_stored(const FlagStores& stores,
+                                              const std::vector<imap::Completion>& done) const {
   std::set<Uid> modified;
-  auto stored = co_await client_->wait_all(std::move(ids));
-  if (!stored) co_return stored.error();
-  for (std::size_t i = 0; i < stored->size(); ++i) {
-    const auto& done = (*stored)[i];
-    if (done.status.code.kind == imap::CodeKind::modified) {
+  for (std::size_t i = 0; i < done.size(); ++i) {
+    if (done[i].status.code.kind == imap::CodeKind::modified) {
       // RFC 7162 §3.1.3: the UIDs that were not stored; the others were.
-      for (Uid uid : sent[i]) {
-        if (done.status.code.set.contains(uid)) modified.insert(uid);
+      for (Uid uid : stores.sent[i]) {
+        if (done[i].status.code.set.contains(uid)) modified.insert(uid);
       }
       continue;
     }
-    if (!done.ok()) co_return rejected(side_, "UID STORE (UNCHANGEDSINCE)", done);
+    if (!done[i].ok()) return rejected(side_, "UID STORE (UNCHANGEDSINCE)", done[i]);
   }
-  co_return modified;
+  return modified;
 }
 
-asio::awaitable<Status> ImapStore::expunge(const std::vector<Uid>& uids) {
-  if (uids.empty()) co_return ok_status();
+asio::awaitable<Result<std::set<Uid>>> ImapStore::set_flags(
+    const std::vector<FlagUpdate>& updates) {
+  auto stores = submit_flags(updates);
+  if (!stores) co_return stores.error();
+  auto done = co_await client_->wait_all(stores->ids);
+  if (!done) co_return done.error();
+  co_return flags_stored(*stores, *done);
+}
+
+Result<ImapStore::Expunges> ImapStore::submit_expunge(const std::vector<Uid>& uids) {
   auto& s = client_->session();
   const imap::SequenceSet set = set_of(uids);
   imap::cmd::StoreOp deleted;
   deleted.flags = {"\\Deleted"};
   auto store = s.uid_store(set, deleted);
-  if (!store) co_return store.error();
-  if (!has("UIDPLUS")) co_return co_await expunge_without_uidplus(uids, *store);
+  if (!store) return store.error();
   // UID EXPUNGE of exactly these UIDs: never plain EXPUNGE, which would also remove other
   // clients' \Deleted messages (RFC 4315 §2.1, RFC 7162 §3.2.9). Pipelined behind the STORE:
   // both are UID commands, which RFC 9051 §5.5 allows in flight together; the server runs them
   // in order.
   auto expunge = s.uid_expunge(set);
-  if (!expunge) co_return expunge.error();
-  std::vector<imap::CommandId> ids = *store;
-  ids.insert(ids.end(), expunge->begin(), expunge->end());
-  auto done = co_await client_->wait_all(std::move(ids));
-  if (!done) co_return done.error();
-  for (std::size_t i = 0; i < done->size(); ++i) {
-    if (!(*done)[i].ok()) {
-      co_return rejected(side_,
-                         i < store->size() ? "UID STORE +FLAGS.SILENT (\\Deleted)" : "UID EXPUNGE",
-                         (*done)[i]);
+  if (!expunge) return expunge.error();
+  Expunges out;
+  out.ids = *store;
+  out.stores = store->size();
+  out.ids.insert(out.ids.end(), expunge->begin(), expunge->end());
+  return out;
+}
+
+Status ImapStore::expunged(const Expunges& sent, const std::vector<imap::Completion>& done) const {
+  for (std::size_t i = 0; i < done.size(); ++i) {
+    if (!done[i].ok()) {
+      return rejected(
+          side_, i < sent.stores ? "UID STORE +FLAGS.SILENT (\\Deleted)" : "UID EXPUNGE", done[i]);
     }
   }
-  co_return ok_status();
+  return ok_status();
+}
+
+asio::awaitable<Status> ImapStore::expunge(const std::vector<Uid>& uids) {
+  if (uids.empty()) co_return ok_status();
+  if (!has("UIDPLUS")) {
+    imap::cmd::StoreOp deleted;
+    deleted.flags = {"\\Deleted"};
+    auto store = client_->session().uid_store(set_of(uids), deleted);
+    if (!store) co_return store.error();
+    co_return co_await expunge_without_uidplus(uids, *store);
+  }
+  auto sent = submit_expunge(uids);
+  if (!sent) co_return sent.error();
+  auto done = co_await client_->wait_all(sent->ids);
+  if (!done) co_return done.error();
+  co_return expunged(*sent, *done);
+}
+
+asio::awaitable<Result<std::set<Uid>>> ImapStore::expunge_and_set_flags(
+    const std::vector<Uid>& expunges, const std::vector<FlagUpdate>& updates) {
+  std::set<Uid> doomed(expunges.begin(), expunges.end());
+  const bool disjoint = std::none_of(updates.begin(), updates.end(),
+                                     [&](const FlagUpdate& u) { return doomed.count(u.uid) > 0; });
+  // One after the other without UIDPLUS (its EXPUNGE needs a look first), or when a message is
+  // in both (a STORE and an EXPUNGE of one message in flight together are ambiguous, RFC 9051
+  // §5.5).
+  if (expunges.empty() || updates.empty() || !has("UIDPLUS") || !disjoint) {
+    co_return co_await MailStore::expunge_and_set_flags(expunges, updates);
+  }
+  auto expunging = submit_expunge(expunges);
+  if (!expunging) co_return expunging.error();
+  auto storing = submit_flags(updates);
+  if (!storing) co_return storing.error();
+  auto done_expunge = co_await client_->wait_all(expunging->ids);
+  if (!done_expunge) co_return done_expunge.error();
+  auto done_store = co_await client_->wait_all(storing->ids);
+  if (!done_store) co_return done_store.error();
+  Status gone = expunged(*expunging, *done_expunge);
+  if (!gone) co_return gone.error();
+  co_return flags_stored(*storing, *done_store);
 }
 
 asio::awaitable<Status> ImapStore::expunge_without_uidplus(const std::vector<Uid>& uids,

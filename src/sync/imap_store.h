@@ -5,6 +5,7 @@
 #pragma once
 
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -55,8 +56,11 @@ class ImapStore : public MailStore {
   // SELECT (with QRESYNC when `recorded` has a UIDVALIDITY and HIGHESTMODSEQ), then, pipelined:
   // the flags changed since (CONDSTORE: CHANGEDSINCE) or of every message (plain), and every
   // message at or above the recorded UIDNEXT.
+  // With `new_mail_listed`, the UID FETCH of the new messages goes out right behind the SELECT
+  // (Session::may_follow_select): one round trip for both.
   asio::awaitable<Result<SideObservation>> observe(const std::string& internal,
-                                                   const store::SideState& recorded) override;
+                                                   const store::SideState& recorded,
+                                                   bool new_mail_listed) override;
   // A plain SELECT, then UID, size, flags, INTERNALDATE and MODSEQ of every message.
   asio::awaitable<Result<FullObservation>> observe_all(const std::string& internal) override;
   // UID SEARCH ALL (RETURN (ALL) with ESEARCH: a compact set).
@@ -80,6 +84,9 @@ class ImapStore : public MailStore {
   asio::awaitable<Result<std::set<Uid>>> set_flags(const std::vector<FlagUpdate>& updates) override;
   // UID STORE +FLAGS.SILENT (\Deleted) then UID EXPUNGE of exactly `uids`, pipelined.
   asio::awaitable<Status> expunge(const std::vector<Uid>& uids) override;
+  // Both of the above in one flight (with UIDPLUS, and no message in both).
+  asio::awaitable<Result<std::set<Uid>>> expunge_and_set_flags(
+      const std::vector<Uid>& expunges, const std::vector<FlagUpdate>& updates) override;
 
   // APPEND (MULTIAPPEND when offered). Without UIDPLUS the new UIDs are read back (appended()).
   asio::awaitable<Result<Appended>> append(const std::string& internal,
@@ -120,9 +127,13 @@ class ImapStore : public MailStore {
   asio::awaitable<Result<std::string>> wire_name(const std::string& internal);
   // SELECT `name` (the server's name of `internal`); fails unless it answered OK with
   // UIDVALIDITY and UIDNEXT.
-  asio::awaitable<Result<imap::Completion>> select(const std::string& internal,
-                                                   const std::string& name,
-                                                   const imap::cmd::SelectOptions& options);
+  // `behind`, if any, is submitted right after the SELECT and goes out with it.
+  asio::awaitable<Result<imap::Completion>> select(
+      const std::string& internal, const std::string& name, const imap::cmd::SelectOptions& options,
+      const std::function<Result<std::vector<imap::CommandId>>()>& behind = {},
+      std::vector<imap::CommandId>* behind_ids = nullptr);
+  // The summaries of every message from UID `from` on (UID FETCH from:*).
+  Result<std::vector<imap::CommandId>> submit_new_messages(Uid from);
   // The answer to prepare()'s ENABLE, read once before anything that depends on the tier.
   asio::awaitable<Status> enabled();
   bool utf8() const;
@@ -147,6 +158,20 @@ class ImapStore : public MailStore {
   static Uid highest_of(const imap::Completion& done);
   asio::awaitable<Status> expunge_without_uidplus(const std::vector<Uid>& uids,
                                                   std::vector<imap::CommandId> store);
+  // The halves of set_flags() and expunge(): submitted, then read from their completions.
+  struct FlagStores {
+    std::vector<imap::CommandId> ids;
+    std::vector<std::vector<Uid>> sent;  // the UIDs of each command
+  };
+  Result<FlagStores> submit_flags(const std::vector<FlagUpdate>& updates);
+  Result<std::set<Uid>> flags_stored(const FlagStores& stores,
+                                     const std::vector<imap::Completion>& done) const;
+  struct Expunges {
+    std::vector<imap::CommandId> ids;  // the STOREs of \Deleted, then the UID EXPUNGEs
+    std::size_t stores = 0;
+  };
+  Result<Expunges> submit_expunge(const std::vector<Uid>& uids);
+  Status expunged(const Expunges& sent, const std::vector<imap::Completion>& done) const;
 
   friend class BodyPieces;
   Result<Appended> appended_one(const imap::Completion& done, const std::string& name) const;

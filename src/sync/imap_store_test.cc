@@ -77,7 +77,7 @@ TEST(ImapStoreTiers, EnableWithoutEnabledFallsBackToCondstore) {
   FakeServer server(std::move(script));
   auto store = open_store(server);
   ASSERT_TRUE(store);
-  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 5, 10)));
+  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 5, 10), false));
   ASSERT_TRUE(seen.ok()) << seen.error().to_string();
   EXPECT_EQ(store->tier(), Tier::condstore);
   EXPECT_FALSE(seen->expunges_reported);
@@ -167,7 +167,7 @@ TEST(ImapStoreTiers, PlainListsEveryFlagAndStoresDifferences) {
   auto store = open_store(server);
   ASSERT_TRUE(store);
   EXPECT_EQ(store->tier(), Tier::plain);
-  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 5, 0)));
+  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 5, 0), false));
   ASSERT_TRUE(seen.ok()) << seen.error().to_string();
   EXPECT_TRUE(seen->expunges_reported);
   UidSet gone;
@@ -227,7 +227,7 @@ TEST(ImapStoreFallbacks, AppendWithoutUidplusReadsTheUidsBack) {
   FakeServer server(std::move(script));
   auto store = open_store(server);
   ASSERT_TRUE(store);
-  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 5, 0)));
+  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 5, 0), false));
   ASSERT_TRUE(seen.ok()) << seen.error().to_string();
   const auto one = [] {
     std::vector<OutgoingMessage> m(1);
@@ -269,7 +269,7 @@ TEST(ImapStoreFallbacks, ExpungeWithoutUidplusNeverTakesOtherMessages) {
   FakeServer server(std::move(script));
   auto store = open_store(server);
   ASSERT_TRUE(store);
-  ASSERT_TRUE(net::run_coroutine(store->observe("INBOX", recorded(7, 4, 0))).ok());
+  ASSERT_TRUE(net::run_coroutine(store->observe("INBOX", recorded(7, 4, 0), false)).ok());
   Status refused = net::run_coroutine(store->expunge({1}));
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.error().message.find("marked \\Deleted"), std::string::npos)
@@ -325,13 +325,95 @@ TEST(ImapStoreQuirks, PlainListingThatDoesNotAddUpIsAnError) {
   FakeServer server(std::move(script));
   auto store = open_store(server);
   ASSERT_TRUE(store);
-  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 6, 0)));
+  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 6, 0), false));
   ASSERT_FALSE(seen.ok());
   EXPECT_EQ(seen.error().code, Errc::protocol);
   EXPECT_NE(seen.error().message.find(
                 "announced 3 message(s) (EXISTS) but its listing (UID FETCH or UID SEARCH) has 2"),
             std::string::npos)
       << seen.error().message;
+  EXPECT_TRUE(script_completed(*store, server));
+}
+
+// The LIST showed new mail: its summaries are asked right behind the SELECT, and the script
+// answers neither before it has read both lines (one round trip).
+TEST(ImapStoreTiers, NewMailIsAskedForWithTheSelect) {
+  Script script = logged_in("IMAP4rev1 CONDSTORE UIDPLUS");
+  script.expect_tagged_line("SELECT INBOX (CONDSTORE)", "s")
+      .expect_tagged_line("UID FETCH 5:4294967295 (UID FLAGS INTERNALDATE RFC822.SIZE)", "n")
+      .send(
+          "* 3 EXISTS\r\n* OK [UIDVALIDITY 7] x\r\n* OK [UIDNEXT 6] x\r\n"
+          "* OK [HIGHESTMODSEQ 12] x\r\n{tag:s} OK [READ-WRITE] selected\r\n"
+          "* 3 FETCH (UID 5 FLAGS (\\Seen) INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" "
+          "RFC822.SIZE 42)\r\n{tag:n} OK done\r\n")
+      .expect_tagged_line("UID FETCH 1:4294967295 (UID FLAGS MODSEQ) (CHANGEDSINCE 10)")
+      .send("{tag} OK done\r\n");
+  FakeServer server(std::move(script));
+  auto store = open_store(server);
+  ASSERT_TRUE(store);
+  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 5, 10), true));
+  ASSERT_TRUE(seen.ok()) << seen.error().to_string() << "\n" << server.describe();
+  ASSERT_EQ(seen->changes.added.size(), 1u);
+  EXPECT_EQ(seen->changes.added[0].uid, 5u);
+  EXPECT_EQ(seen->changes.added[0].flags, FlagSet{"\\Seen"});
+  EXPECT_TRUE(script_completed(*store, server));
+}
+
+// A new UIDVALIDITY voids what was asked with the SELECT: its answer is read and dropped (the
+// next command finds nothing of it), and no message of the new UIDVALIDITY is taken as new.
+TEST(ImapStoreTiers, NewMailAskedForWithTheSelectIsDroppedOnANewUidvalidity) {
+  Script script = logged_in("IMAP4rev1 CONDSTORE UIDPLUS");
+  script.expect_tagged_line("SELECT INBOX (CONDSTORE)", "s")
+      .expect_tagged_line("UID FETCH 5:4294967295 (UID FLAGS INTERNALDATE RFC822.SIZE)", "n")
+      .send(
+          "* 3 EXISTS\r\n* OK [UIDVALIDITY 8] x\r\n* OK [UIDNEXT 4] x\r\n"
+          "* OK [HIGHESTMODSEQ 12] x\r\n{tag:s} OK [READ-WRITE] selected\r\n"
+          "* 3 FETCH (UID 3 FLAGS () INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" "
+          "RFC822.SIZE 42)\r\n{tag:n} OK done\r\n")
+      .expect_tagged_line("UID SEARCH ALL")
+      .send("* SEARCH 1 2 3\r\n{tag} OK done\r\n");
+  FakeServer server(std::move(script));
+  auto store = open_store(server);
+  ASSERT_TRUE(store);
+  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 5, 10), true));
+  ASSERT_TRUE(seen.ok()) << seen.error().to_string() << "\n" << server.describe();
+  EXPECT_TRUE(seen->uidvalidity_changed);
+  EXPECT_TRUE(seen->changes.added.empty());
+  auto uids = net::run_coroutine(store->uids());
+  ASSERT_TRUE(uids.ok()) << uids.error().to_string();
+  EXPECT_TRUE(uids->contains(3));
+  EXPECT_TRUE(script_completed(*store, server));
+}
+
+// Expunges and flag changes of other messages go out in one flight (the script answers none
+// before it has read all three lines); a MODIFIED answer still names what was not stored.
+TEST(ImapStoreTiers, ExpungesAndFlagsGoOutTogether) {
+  Script script = logged_in("IMAP4rev1 CONDSTORE UIDPLUS");
+  script.expect_tagged_line("SELECT INBOX (CONDSTORE)")
+      .send(kSelected)
+      .expect_tagged_line("UID FETCH 1:4294967295 (UID FLAGS MODSEQ) (CHANGEDSINCE 10)")
+      .send("{tag} OK done\r\n")
+      .expect_tagged_line("UID STORE 2 +FLAGS.SILENT (\\Deleted)", "d")
+      .expect_tagged_line("UID EXPUNGE 2", "e")
+      .expect_tagged_line("UID STORE 3:4 (UNCHANGEDSINCE 12) FLAGS.SILENT (\\Seen)", "f")
+      .send(
+          "{tag:d} OK stored\r\n* 2 EXPUNGE\r\n{tag:e} OK expunged\r\n"
+          "{tag:f} OK [MODIFIED 4] partly\r\n");
+  FakeServer server(std::move(script));
+  auto store = open_store(server);
+  ASSERT_TRUE(store);
+  ASSERT_TRUE(net::run_coroutine(store->observe("INBOX", recorded(7, 6, 10), false)).ok());
+  const std::vector<Uid> expunges = {2};
+  std::vector<FlagUpdate> updates(2);
+  updates[0].uid = 3;
+  updates[1].uid = 4;
+  for (auto& u : updates) {
+    u.flags = FlagSet{"\\Seen"};
+    u.unchanged_since = 12;
+  }
+  auto modified = net::run_coroutine(store->expunge_and_set_flags(expunges, updates));
+  ASSERT_TRUE(modified.ok()) << modified.error().to_string() << "\n" << server.describe();
+  EXPECT_EQ(*modified, std::set<Uid>{4});
   EXPECT_TRUE(script_completed(*store, server));
 }
 
@@ -348,7 +430,7 @@ TEST(ImapStoreQuirks, SearchThatDoesNotAddUpIsAnError) {
   FakeServer server(std::move(script));
   auto store = open_store(server);
   ASSERT_TRUE(store);
-  ASSERT_TRUE(net::run_coroutine(store->observe("INBOX", recorded(7, 6, 10))).ok());
+  ASSERT_TRUE(net::run_coroutine(store->observe("INBOX", recorded(7, 6, 10), false)).ok());
   auto uids = net::run_coroutine(store->uids());
   ASSERT_FALSE(uids.ok());
   EXPECT_NE(uids.error().message.find("has 2"), std::string::npos) << uids.error().message;
@@ -381,11 +463,11 @@ TEST(ImapStoreQuirks, SelectWithoutUidnextAsksStatusThenTheHighestUid) {
   FakeServer server(std::move(script));
   auto store = open_store(server);
   ASSERT_TRUE(store);
-  auto inbox = net::run_coroutine(store->observe("INBOX", store::SideState{}));
+  auto inbox = net::run_coroutine(store->observe("INBOX", store::SideState{}, false));
   ASSERT_TRUE(inbox.ok()) << inbox.error().to_string();
   EXPECT_EQ(inbox->uidnext, 9u);
   EXPECT_EQ(inbox->changes.added.size(), 2u);
-  auto work = net::run_coroutine(store->observe("Work", store::SideState{}));
+  auto work = net::run_coroutine(store->observe("Work", store::SideState{}, false));
   ASSERT_TRUE(work.ok()) << work.error().to_string();
   EXPECT_EQ(work->uidnext, 42u);
   EXPECT_EQ(store->uidnext(), 42u);

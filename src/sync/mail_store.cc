@@ -39,6 +39,16 @@ void update_status(ListedMailbox& m, const ListedMailbox& heard) {
 
 asio::awaitable<Status> MailStore::prepare_for_work() { co_return ok_status(); }
 
+asio::awaitable<Result<std::set<Uid>>> MailStore::expunge_and_set_flags(
+    const std::vector<Uid>& expunges, const std::vector<FlagUpdate>& updates) {
+  if (!expunges.empty()) {
+    Status gone = co_await expunge(expunges);
+    if (!gone) co_return gone.error();
+  }
+  if (updates.empty()) co_return std::set<Uid>{};
+  co_return co_await set_flags(updates);
+}
+
 asio::awaitable<Result<std::vector<ListedMailbox>>> MailStore::status(
     const std::vector<std::string>& names) {
   // Named arguments: g++ 12 mishandles braced temporaries in a co_await expression.

@@ -227,9 +227,12 @@ class MailStore {
   // What changed since `recorded` (UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ; all unset on a first
   // sync): expunges, flag changes with their MODSEQ, and every message at or above the recorded
   // UIDNEXT. When UIDVALIDITY differs from the recorded one, only the state is filled in and
-  // uidvalidity_changed is set.
+  // uidvalidity_changed is set. `new_mail_listed`: the LIST showed UIDNEXT past the recorded one,
+  // so the new messages can be asked for with the SELECT, before its answer (a hint: wrong, it
+  // costs a round trip or a few bytes, never a message).
   virtual asio::awaitable<Result<SideObservation>> observe(const std::string& name,
-                                                           const store::SideState& recorded) = 0;
+                                                           const store::SideState& recorded,
+                                                           bool new_mail_listed) = 0;
   // Every message, without relying on change tracking.
   virtual asio::awaitable<Result<FullObservation>> observe_all(const std::string& name) = 0;
   // Every UID of the selected mailbox now (UID SEARCH ALL): expunges for Tier::condstore.
@@ -257,6 +260,10 @@ class MailStore {
       const std::vector<FlagUpdate>& updates) = 0;
   // Expunges exactly `uids` (never other messages, e.g. other clients' \Deleted ones).
   virtual asio::awaitable<Status> expunge(const std::vector<Uid>& uids) = 0;
+  // expunge(`expunges`), then set_flags(`updates`) (either may be empty), as few round trips as
+  // the store can; returns set_flags()'s answer. By default one after the other.
+  virtual asio::awaitable<Result<std::set<Uid>>> expunge_and_set_flags(
+      const std::vector<Uid>& expunges, const std::vector<FlagUpdate>& updates);
 
   // --- Appending to a mailbox (need not be the selected one) ---
   virtual asio::awaitable<Result<Appended>> append(const std::string& name,

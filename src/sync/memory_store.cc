@@ -198,7 +198,8 @@ asio::awaitable<Status> MemoryStore::rename(const std::string& from, const std::
 }
 
 asio::awaitable<Result<SideObservation>> MemoryStore::observe(const std::string& name,
-                                                              const store::SideState& recorded) {
+                                                              const store::SideState& recorded,
+                                                              bool /*new_mail_listed*/) {
   SideObservation o;
   Status done = step("SELECT", [&]() -> Status {
     MemoryMailbox* box = server_.find(name);

@@ -115,7 +115,8 @@ class MemoryStore : public MailStore {
   asio::awaitable<Status> rename(const std::string& from, const std::string& to) override;
 
   asio::awaitable<Result<SideObservation>> observe(const std::string& name,
-                                                   const store::SideState& recorded) override;
+                                                   const store::SideState& recorded,
+                                                   bool new_mail_listed) override;
   asio::awaitable<Result<FullObservation>> observe_all(const std::string& name) override;
   asio::awaitable<Result<UidSet>> uids() override;
   std::uint32_t uidnext() const override;
