@@ -200,12 +200,19 @@ Status Reader::finish_line(std::string_view line) {
   return ok_status();
 }
 
+namespace {
+constexpr std::size_t kKeptFrames = 64;
+}  // namespace
+
 std::optional<Frame> Reader::next() {
   if (ready_head_ == ready_.size()) return std::nullopt;
   std::optional<Frame> frame(std::move(ready_[ready_head_++]));
   if (ready_head_ == ready_.size()) {
     ready_.clear();
     ready_head_ = 0;
+    // A burst (thousands of FETCH lines in one read) leaves a large capacity behind, on every
+    // connection, for the rest of the run: give it back.
+    if (ready_.capacity() > kKeptFrames) ready_.shrink_to_fit();
   }
   return frame;
 }
