@@ -3,6 +3,7 @@
 // UIDPLUS, LIST-EXTENDED or CONDSTORE, like Microsoft 365 and Courier).
 #include "sync/imap_store.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "fake_server/fake_server.h"
@@ -335,18 +336,26 @@ TEST(ImapStoreQuirks, PlainListingThatDoesNotAddUpIsAnError) {
   EXPECT_TRUE(script_completed(*store, server));
 }
 
-// The LIST showed new mail: its summaries are asked right behind the SELECT, and the script
-// answers neither before it has read both lines (one round trip).
-TEST(ImapStoreTiers, NewMailIsAskedForWithTheSelect) {
+// A SELECT of INBOX with the FETCH of new mail from UID 5 behind it, and the script answers
+// neither before it has read both lines (one round trip): UIDVALIDITY `uidvalidity`, and one
+// message, UID `uid`, in the FETCH's answer.
+Script select_with_new_mail(std::uint32_t uidvalidity, Uid uid) {
   Script script = logged_in("IMAP4rev1 CONDSTORE UIDPLUS");
   script.expect_tagged_line("SELECT INBOX (CONDSTORE)", "s")
       .expect_tagged_line("UID FETCH 5:4294967295 (UID FLAGS INTERNALDATE RFC822.SIZE)", "n")
-      .send(
-          "* 3 EXISTS\r\n* OK [UIDVALIDITY 7] x\r\n* OK [UIDNEXT 6] x\r\n"
-          "* OK [HIGHESTMODSEQ 12] x\r\n{tag:s} OK [READ-WRITE] selected\r\n"
-          "* 3 FETCH (UID 5 FLAGS (\\Seen) INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" "
-          "RFC822.SIZE 42)\r\n{tag:n} OK done\r\n")
-      .expect_tagged_line("UID FETCH 1:4294967295 (UID FLAGS MODSEQ) (CHANGEDSINCE 10)")
+      .send(fmt::format(
+          "* 3 EXISTS\r\n* OK [UIDVALIDITY {}] x\r\n* OK [UIDNEXT {}] x\r\n"
+          "* OK [HIGHESTMODSEQ 12] x\r\n{{tag:s}} OK [READ-WRITE] selected\r\n"
+          "* 3 FETCH (UID {} FLAGS (\\Seen) INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" "
+          "RFC822.SIZE 42)\r\n{{tag:n}} OK done\r\n",
+          uidvalidity, uid + 1, uid));
+  return script;
+}
+
+// The LIST showed new mail: its summaries are asked with the SELECT.
+TEST(ImapStoreTiers, NewMailIsAskedForWithTheSelect) {
+  Script script = select_with_new_mail(7, 5);
+  script.expect_tagged_line("UID FETCH 1:4294967295 (UID FLAGS MODSEQ) (CHANGEDSINCE 10)")
       .send("{tag} OK done\r\n");
   FakeServer server(std::move(script));
   auto store = open_store(server);
@@ -362,16 +371,8 @@ TEST(ImapStoreTiers, NewMailIsAskedForWithTheSelect) {
 // A new UIDVALIDITY voids what was asked with the SELECT: its answer is read and dropped (the
 // next command finds nothing of it), and no message of the new UIDVALIDITY is taken as new.
 TEST(ImapStoreTiers, NewMailAskedForWithTheSelectIsDroppedOnANewUidvalidity) {
-  Script script = logged_in("IMAP4rev1 CONDSTORE UIDPLUS");
-  script.expect_tagged_line("SELECT INBOX (CONDSTORE)", "s")
-      .expect_tagged_line("UID FETCH 5:4294967295 (UID FLAGS INTERNALDATE RFC822.SIZE)", "n")
-      .send(
-          "* 3 EXISTS\r\n* OK [UIDVALIDITY 8] x\r\n* OK [UIDNEXT 4] x\r\n"
-          "* OK [HIGHESTMODSEQ 12] x\r\n{tag:s} OK [READ-WRITE] selected\r\n"
-          "* 3 FETCH (UID 3 FLAGS () INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" "
-          "RFC822.SIZE 42)\r\n{tag:n} OK done\r\n")
-      .expect_tagged_line("UID SEARCH ALL")
-      .send("* SEARCH 1 2 3\r\n{tag} OK done\r\n");
+  Script script = select_with_new_mail(8, 3);
+  script.expect_tagged_line("UID SEARCH ALL").send("* SEARCH 1 2 3\r\n{tag} OK done\r\n");
   FakeServer server(std::move(script));
   auto store = open_store(server);
   ASSERT_TRUE(store);
