@@ -1645,7 +1645,7 @@ asio::awaitable<Status> Engine::copy(const Lane& lane, store::MailboxId id, cons
     report.bytes_copied_to[to] += bytes;
     if (options_.progress) options_.progress->copied(name, messages, bytes);
   };
-  if (options_.progress && !copies.empty()) {
+  if (options_.progress && (!batched.empty() || !streamed.empty())) {
     std::uint64_t planned = 0;
     for (const auto* part : {&batched, &streamed}) {
       for (const auto& c : *part) planned += c.size;
