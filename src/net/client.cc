@@ -18,8 +18,8 @@ namespace twinbox::net {
 namespace {
 
 // Per connection (up to 2 x --jobs of them): 64 KiB is four TLS records, and a read of a body
-// larger than that simply takes several (measured: 256 KiB cost 1.5 MB of peak heap on 8
-// connections and no time).
+// larger than that simply takes several. 256 KiB held 1.5 MB of the large corpus's peak heap
+// over 8 connections; with 64 KiB its initial sync was no slower (docs/bench/memory-large.md).
 constexpr std::size_t kReadBufferSize = 64 * 1024;
 
 imap::SessionOptions session_options(const Endpoint& endpoint) {

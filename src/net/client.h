@@ -75,7 +75,8 @@ class Client {
 
   // COMPRESS=DEFLATE if the endpoint asks for it and the server offers it; at once if it is on
   // already or not wanted. Its round trip is paid only once there is work worth compressing: a
-  // run that finds nothing changed ends uncompressed (RFC 4978 allows it at any time).
+  // run that finds nothing changed ends uncompressed (RFC 4978 allows COMPRESS in the
+  // authenticated and selected states, not only right after login).
   asio::awaitable<Status> compress();
 
   ~Client();
