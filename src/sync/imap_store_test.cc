@@ -393,6 +393,31 @@ TEST(ImapStoreTiers, NewMailAskedForWithTheSelectIsDroppedOnANewUidvalidity) {
   EXPECT_TRUE(script_completed(*store, server));
 }
 
+// A SELECT refused while the FETCH of new mail went out behind it: the error names the SELECT
+// and the server's text, the FETCH's refusal is not taken for an answer, and the connection
+// stays usable for the next command.
+TEST(ImapStoreTiers, RefusedSelectWithNewMailBehindItIsAnErrorAndNothingElse) {
+  Script script = logged_in("IMAP4rev1 CONDSTORE UIDPLUS");
+  script.expect_tagged_line("SELECT INBOX (CONDSTORE)", "s")
+      .expect_tagged_line("UID FETCH 5:4294967295 (UID FLAGS INTERNALDATE RFC822.SIZE)", "n")
+      .send(
+          "{tag:s} NO [NONEXISTENT] Mailbox doesn't exist: INBOX\r\n"
+          "{tag:n} BAD No mailbox selected\r\n")
+      .expect_tagged_line("UID SEARCH ALL")
+      .send("* SEARCH\r\n{tag} OK done\r\n");
+  FakeServer server(std::move(script));
+  auto store = open_store(server);
+  ASSERT_TRUE(store);
+  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 5, 10), true));
+  ASSERT_FALSE(seen.ok());
+  EXPECT_EQ(seen.error().code, Errc::rejected);
+  EXPECT_NE(seen.error().message.find("SELECT INBOX"), std::string::npos) << seen.error().message;
+  EXPECT_NE(seen.error().message.find("doesn't exist"), std::string::npos) << seen.error().message;
+  auto uids = net::run_coroutine(store->uids());
+  EXPECT_TRUE(uids.ok()) << uids.error().to_string();
+  EXPECT_TRUE(script_completed(*store, server));
+}
+
 // Expunges and flag changes of other messages go out in one flight (the script answers none
 // before it has read all three lines); a MODIFIED answer still names what was not stored.
 TEST(ImapStoreTiers, ExpungesAndFlagsGoOutTogether) {
