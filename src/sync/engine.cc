@@ -108,15 +108,6 @@ asio::awaitable<Status> first_of(asio::awaitable<Status> local, asio::awaitable<
   co_return std::move(std::get<1>(result));
 }
 
-// One side's expunges and flag updates, or nothing: both sides run at once (each has its own
-// connection). What MailStore::expunge_and_set_flags() returns.
-asio::awaitable<Result<std::set<Uid>>> expunge_and_set_flags_on(MailStore* store,
-                                                                std::vector<Uid> expunges,
-                                                                std::vector<FlagUpdate> updates) {
-  if (expunges.empty() && updates.empty()) co_return std::set<Uid>{};
-  co_return co_await store->expunge_and_set_flags(expunges, updates);
-}
-
 bool fatal_for_run(const Error& e) {
   return e.code == Errc::io || e.code == Errc::eof || e.code == Errc::timeout ||
          e.code == Errc::security || e.code == Errc::tls || e.code == Errc::auth;
@@ -1443,10 +1434,11 @@ asio::awaitable<Status> Engine::execute(const Lane& lane, store::MailboxId id,
     Status committed = tx->commit();
     if (!committed) co_return committed;
   }
+  // Both sides at once, each on its own connection (nothing to do costs nothing).
   auto apply_local =
-      expunge_and_set_flags_on(lane[Side::local], expunge[Side::local], updates[Side::local]);
+      lane[Side::local]->expunge_and_set_flags(expunge[Side::local], updates[Side::local]);
   auto apply_remote =
-      expunge_and_set_flags_on(lane[Side::remote], expunge[Side::remote], updates[Side::remote]);
+      lane[Side::remote]->expunge_and_set_flags(expunge[Side::remote], updates[Side::remote]);
   const auto applied = co_await both(std::move(apply_local), std::move(apply_remote));
   for (Side side : kSides) {
     const auto& modified = applied[side];

@@ -363,16 +363,17 @@ Result<std::vector<imap::CommandId>> ImapStore::submit_new_messages(Uid from) {
   return client_->session().uid_fetch(range, "(UID FLAGS INTERNALDATE RFC822.SIZE)");
 }
 
-asio::awaitable<Result<imap::Completion>> ImapStore::select(
-    const std::string& internal, const std::string& name, const imap::cmd::SelectOptions& options,
-    const std::function<Result<std::vector<imap::CommandId>>()>& behind,
-    std::vector<imap::CommandId>* behind_ids) {
+asio::awaitable<Result<imap::Completion>> ImapStore::select(const std::string& internal,
+                                                            const std::string& name,
+                                                            const imap::cmd::SelectOptions& options,
+                                                            std::optional<Uid> new_from,
+                                                            std::vector<imap::CommandId>* new_ids) {
   auto& s = client_->session();
   auto submitted = s.select(name, options);
-  if (submitted && behind) {
-    auto ids = behind();
+  if (submitted && new_from) {
+    auto ids = submit_new_messages(*new_from);
     if (!ids) co_return ids.error();
-    *behind_ids = std::move(*ids);
+    *new_ids = std::move(*ids);
   }
   auto selected = co_await client_->wait(std::move(submitted));
   if (!selected) co_return selected.error();
@@ -454,10 +455,8 @@ asio::awaitable<Result<SideObservation>> ImapStore::observe(const std::string& i
   const Uid from = recorded.uidnext.value_or(1);
   // The LIST said new mail came: its summaries are asked with the SELECT, not after its answer.
   std::vector<imap::CommandId> new_ids;
-  const auto ask_new = [&] { return submit_new_messages(from); };
-  std::function<Result<std::vector<imap::CommandId>>()> behind;
-  if (new_mail_listed) behind = ask_new;
-  auto selected = co_await select(internal, *name, options, behind, &new_ids);
+  const std::optional<Uid> new_from = new_mail_listed ? std::optional<Uid>(from) : std::nullopt;
+  auto selected = co_await select(internal, *name, options, new_from, &new_ids);
   if (!selected) co_return selected.error();
   const auto& state = s.mailbox();
   const bool stop_here = (tier_ != Tier::plain && state->nomodseq) ||
@@ -876,18 +875,20 @@ asio::awaitable<Result<std::set<Uid>>> ImapStore::set_flags(
   co_return flags_stored(*stores, *done);
 }
 
-Result<ImapStore::Expunges> ImapStore::submit_expunge(const std::vector<Uid>& uids) {
-  auto& s = client_->session();
-  const imap::SequenceSet set = set_of(uids);
+Result<std::vector<imap::CommandId>> ImapStore::mark_deleted(const std::vector<Uid>& uids) {
   imap::cmd::StoreOp deleted;
   deleted.flags = {"\\Deleted"};
-  auto store = s.uid_store(set, deleted);
+  return client_->session().uid_store(set_of(uids), deleted);
+}
+
+Result<ImapStore::Expunges> ImapStore::submit_expunge(const std::vector<Uid>& uids) {
+  auto store = mark_deleted(uids);
   if (!store) return store.error();
   // UID EXPUNGE of exactly these UIDs: never plain EXPUNGE, which would also remove other
   // clients' \Deleted messages (RFC 4315 §2.1, RFC 7162 §3.2.9). Pipelined behind the STORE:
   // both are UID commands, which RFC 9051 §5.5 allows in flight together; the server runs them
   // in order.
-  auto expunge = s.uid_expunge(set);
+  auto expunge = client_->session().uid_expunge(set_of(uids));
   if (!expunge) return expunge.error();
   Expunges out;
   out.ids = *store;
@@ -909,9 +910,7 @@ Status ImapStore::expunged(const Expunges& sent, const std::vector<imap::Complet
 asio::awaitable<Status> ImapStore::expunge(const std::vector<Uid>& uids) {
   if (uids.empty()) co_return ok_status();
   if (!has("UIDPLUS")) {
-    imap::cmd::StoreOp deleted;
-    deleted.flags = {"\\Deleted"};
-    auto store = client_->session().uid_store(set_of(uids), deleted);
+    auto store = mark_deleted(uids);
     if (!store) co_return store.error();
     co_return co_await expunge_without_uidplus(uids, *store);
   }

@@ -5,7 +5,6 @@
 #pragma once
 
 #include <deque>
-#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -127,11 +126,13 @@ class ImapStore : public MailStore {
   asio::awaitable<Result<std::string>> wire_name(const std::string& internal);
   // SELECT `name` (the server's name of `internal`); fails unless it answered OK with
   // UIDVALIDITY and UIDNEXT.
-  // `behind`, if any, is submitted right after the SELECT and goes out with it.
-  asio::awaitable<Result<imap::Completion>> select(
-      const std::string& internal, const std::string& name, const imap::cmd::SelectOptions& options,
-      const std::function<Result<std::vector<imap::CommandId>>()>& behind = {},
-      std::vector<imap::CommandId>* behind_ids = nullptr);
+  // With `new_from`, submit_new_messages(*new_from) goes out right behind the SELECT; its ids go
+  // to `new_ids`.
+  asio::awaitable<Result<imap::Completion>> select(const std::string& internal,
+                                                   const std::string& name,
+                                                   const imap::cmd::SelectOptions& options,
+                                                   std::optional<Uid> new_from = std::nullopt,
+                                                   std::vector<imap::CommandId>* new_ids = nullptr);
   // The summaries of every message from UID `from` on (UID FETCH from:*).
   Result<std::vector<imap::CommandId>> submit_new_messages(Uid from);
   // The answer to prepare()'s ENABLE, read once before anything that depends on the tier.
@@ -170,6 +171,8 @@ class ImapStore : public MailStore {
     std::vector<imap::CommandId> ids;  // the STOREs of \Deleted, then the UID EXPUNGEs
     std::size_t stores = 0;
   };
+  // UID STORE +FLAGS.SILENT (\\Deleted) of `uids`, submitted.
+  Result<std::vector<imap::CommandId>> mark_deleted(const std::vector<Uid>& uids);
   Result<Expunges> submit_expunge(const std::vector<Uid>& uids);
   Status expunged(const Expunges& sent, const std::vector<imap::Completion>& done) const;
 
