@@ -40,8 +40,8 @@ asio::awaitable<Status> DryRunStore::rename(const std::string& from, const std::
 
 asio::awaitable<Result<SideObservation>> DryRunStore::observe(const std::string& name,
                                                               const store::SideState& recorded,
-                                                              bool new_mail_listed) {
-  if (!created_.count(name)) co_return co_await real_->observe(name, recorded, new_mail_listed);
+                                                              std::uint32_t listed_uidnext) {
+  if (!created_.count(name)) co_return co_await real_->observe(name, recorded, listed_uidnext);
   // The mailbox this run would create: empty, with nothing to compare against.
   SideObservation empty;
   empty.uidnext = 1;

@@ -37,7 +37,7 @@ class DryRunStore : public MailStore {
 
   asio::awaitable<Result<SideObservation>> observe(const std::string& name,
                                                    const store::SideState& recorded,
-                                                   bool new_mail_listed) override;
+                                                   std::uint32_t listed_uidnext) override;
   asio::awaitable<Result<FullObservation>> observe_all(const std::string& name) override;
   std::uint32_t uidnext() const override { return real_->uidnext(); }
   asio::awaitable<Result<UidSet>> uids() override { return real_->uids(); }
@@ -45,6 +45,9 @@ class DryRunStore : public MailStore {
   asio::awaitable<Result<std::vector<FetchedMessage>>> fetch_bodies(
       const std::vector<Uid>& uids) override {
     return real_->fetch_bodies(uids);
+  }
+  bool holds_bodies(const std::vector<Uid>& uids) const override {
+    return real_->holds_bodies(uids);
   }
   asio::awaitable<Result<std::vector<MessageSummary>>> summaries_from(Uid from) override {
     return real_->summaries_from(from);

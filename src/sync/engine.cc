@@ -827,10 +827,10 @@ asio::awaitable<Status> Engine::sync_mailbox(const std::string& name, const Lane
   co_return ok_status();
 }
 
-bool Engine::new_mail_listed(Side side, const MailboxSync& m) const {
+std::uint32_t Engine::listed_uidnext(Side side, const MailboxSync& m) const {
   const auto it = listed_[side].find(m.name);
-  if (it == listed_[side].end() || !it->second.uidnext) return false;
-  return *it->second.uidnext > m.recorded[side].uidnext.value_or(1);
+  if (it == listed_[side].end()) return 0;
+  return it->second.uidnext.value_or(0);
 }
 
 asio::awaitable<Status> Engine::observe_mailbox(const Lane& lane, MailboxSync& m) {
@@ -841,10 +841,10 @@ asio::awaitable<Status> Engine::observe_mailbox(const Lane& lane, MailboxSync& m
   for (Side side : kSides) m.recorded[side] = (*record)->sides[side];
   {
     // Both sides at once: each is its own connection.
-    auto observe_local = lane[Side::local]->observe(m.name, m.recorded[Side::local],
-                                                    new_mail_listed(Side::local, m));
+    auto observe_local =
+        lane[Side::local]->observe(m.name, m.recorded[Side::local], listed_uidnext(Side::local, m));
     auto observe_remote = lane[Side::remote]->observe(m.name, m.recorded[Side::remote],
-                                                      new_mail_listed(Side::remote, m));
+                                                      listed_uidnext(Side::remote, m));
     auto observed = co_await both(std::move(observe_local), std::move(observe_remote));
     for (Side side : kSides) {
       if (!observed[side]) co_return observed[side].error();
@@ -877,8 +877,7 @@ asio::awaitable<Status> Engine::observe_mailbox(const Lane& lane, MailboxSync& m
     auto cleared = db_.clear_side(m.id, side);
     if (!cleared) co_return cleared.error();
     m.recorded[side] = store::SideState{};
-    auto observed =
-        co_await lane[side]->observe(m.name, m.recorded[side], new_mail_listed(side, m));
+    auto observed = co_await lane[side]->observe(m.name, m.recorded[side], listed_uidnext(side, m));
     if (!observed) co_return observed.error();
     m.seen[side] = std::move(*observed);
   }
@@ -1485,15 +1484,36 @@ asio::awaitable<Status> Engine::execute(const Lane& lane, store::MailboxId id,
 
   // 2. Copies, each direction in batches, intent before effect.
   PerSide<std::vector<CopyAction>> copies;
-  for (auto& c : plan.copies) copies[c.from].push_back(std::move(c));
+  PerSide<std::vector<Uid>> sources;
+  for (auto& c : plan.copies) {
+    sources[c.from].push_back(c.uid);
+    copies[c.from].push_back(std::move(c));
+  }
   plan.copies = {};  // its moved-from shells too: a first sync's list is a mailbox long
   PerSide<std::vector<Uid>> appended;
-  for (Side from : kSides) {
-    if (copies[from].empty()) continue;
-    Status copied =
-        co_await copy(lane, id, name, from, std::move(copies[from]), seen, appended[other(from)]);
-    if (!copied) co_return copied;
-    acted[other(from)] = true;
+  // When both sides already hold the bodies to copy (read with the observation), each
+  // direction only APPENDs, to its own connection: both at once. Otherwise one after the other,
+  // since one direction's FETCH would share a connection with the other's APPEND.
+  if (!sources[Side::local].empty() && !sources[Side::remote].empty() &&
+      lane[Side::local]->holds_bodies(sources[Side::local]) &&
+      lane[Side::remote]->holds_bodies(sources[Side::remote])) {
+    auto to_remote = copy(lane, id, name, Side::local, std::move(copies[Side::local]), seen,
+                          appended[Side::remote]);
+    auto to_local = copy(lane, id, name, Side::remote, std::move(copies[Side::remote]), seen,
+                         appended[Side::local]);
+    const auto copied = co_await both(std::move(to_remote), std::move(to_local));
+    for (Side from : kSides) {
+      if (!copied[from]) co_return copied[from];
+      acted[other(from)] = true;
+    }
+  } else {
+    for (Side from : kSides) {
+      if (copies[from].empty()) continue;
+      Status copied =
+          co_await copy(lane, id, name, from, std::move(copies[from]), seen, appended[other(from)]);
+      if (!copied) co_return copied;
+      acted[other(from)] = true;
+    }
   }
 
   // 3. Persist UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ, now that everything below them is

@@ -185,9 +185,9 @@ class Engine {
     std::map<std::pair<std::size_t, Uid>, std::string> hashes;  // (side, UID) -> SHA-256
   };
   asio::awaitable<Status> observe_mailbox(const Lane& lane, MailboxSync& m);
-  // Whether the last listing showed `side`'s UIDNEXT past the recorded one (MailStore::observe's
+  // `side`'s UIDNEXT as the last listing showed it, 0 when it did not (MailStore::observe's
   // hint).
-  bool new_mail_listed(Side side, const MailboxSync& m) const;
+  std::uint32_t listed_uidnext(Side side, const MailboxSync& m) const;
   // Orphans of a UIDVALIDITY change re-matched; pending APPEND intents resolved.
   asio::awaitable<Status> recover_interrupted(const Lane& lane, MailboxSync& m);
   Status load_pairs(MailboxSync& m);

@@ -357,21 +357,45 @@ asio::awaitable<Status> ImapStore::subscribe(const std::string& internal, bool o
   co_return ok_status();
 }
 
-Result<std::vector<imap::CommandId>> ImapStore::submit_new_messages(Uid from) {
+Result<std::vector<imap::CommandId>> ImapStore::submit_new_messages(Uid from, bool with_bodies) {
   imap::SequenceSet range;
   range.add(std::max<Uid>(from, 1), kMaxUid);
-  return client_->session().uid_fetch(range, "(UID FLAGS INTERNALDATE RFC822.SIZE)");
+  if (!with_bodies) {
+    return client_->session().uid_fetch(range, "(UID FLAGS INTERNALDATE RFC822.SIZE)");
+  }
+  return client_->session().uid_fetch(
+      range, fmt::format("(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[]<0.{}>)", kHeldOctets));
 }
 
-asio::awaitable<Result<imap::Completion>> ImapStore::select(const std::string& internal,
-                                                            const std::string& name,
-                                                            const imap::cmd::SelectOptions& options,
-                                                            std::optional<Uid> new_from,
-                                                            std::vector<imap::CommandId>* new_ids) {
+void ImapStore::hold_body(const imap::FetchData& fetched) {
+  if (!fetched.uid) return;
+  for (const auto& body : fetched.bodies) {
+    if (!body.section.empty() || body.binary || !body.data) continue;
+    // Only the piece asked for: from octet 0 (a server may leave out the origin of a body it
+    // sends whole), no longer than asked.
+    if (body.origin.value_or(0) != 0 || body.data->size() > kHeldOctets) continue;
+    HeldBody& held = held_[*fetched.uid];
+    held.octets = *body.data;
+    held.internal_date = fetched.internaldate.value_or("");
+    held.whole = !body.origin || body.data->size() < kHeldOctets;
+  }
+}
+
+bool ImapStore::holds_bodies(const std::vector<Uid>& uids) const {
+  return std::all_of(uids.begin(), uids.end(), [&](Uid uid) {
+    auto it = held_.find(uid);
+    return it != held_.end() && it->second.whole;
+  });
+}
+
+asio::awaitable<Result<imap::Completion>> ImapStore::select(
+    const std::string& internal, const std::string& name, const imap::cmd::SelectOptions& options,
+    std::optional<Uid> new_from, bool with_bodies, std::vector<imap::CommandId>* new_ids) {
   auto& s = client_->session();
+  held_.clear();
   auto submitted = s.select(name, options);
   if (submitted && new_from) {
-    auto ids = submit_new_messages(*new_from);
+    auto ids = submit_new_messages(*new_from, with_bodies);
     if (!ids) co_return ids.error();
     *new_ids = std::move(*ids);
   }
@@ -437,7 +461,7 @@ std::string_view ImapStore::summary_items() const {
 
 asio::awaitable<Result<SideObservation>> ImapStore::observe(const std::string& internal,
                                                             const store::SideState& recorded,
-                                                            bool new_mail_listed) {
+                                                            std::uint32_t listed_uidnext) {
   Status ready = co_await enabled();  // the tier decides what is asked
   if (!ready) co_return ready.error();
   auto name = co_await wire_name(internal);
@@ -453,10 +477,13 @@ asio::awaitable<Result<SideObservation>> ImapStore::observe(const std::string& i
         imap::cmd::QresyncParams{*recorded.uidvalidity, *recorded.highestmodseq, {}, std::nullopt};
   }
   const Uid from = recorded.uidnext.value_or(1);
-  // The LIST said new mail came: its summaries are asked with the SELECT, not after its answer.
+  // The LIST said new mail came: its summaries are asked with the SELECT, not after its answer;
+  // and when only a few came, their bodies too (for the copies to come).
   std::vector<imap::CommandId> new_ids;
+  const bool new_mail_listed = listed_uidnext > from;
   const std::optional<Uid> new_from = new_mail_listed ? std::optional<Uid>(from) : std::nullopt;
-  auto selected = co_await select(internal, *name, options, new_from, &new_ids);
+  const bool with_bodies = new_mail_listed && listed_uidnext - from <= kHeldMessages;
+  auto selected = co_await select(internal, *name, options, new_from, with_bodies, &new_ids);
   if (!selected) co_return selected.error();
   const auto& state = s.mailbox();
   const bool stop_here = (tier_ != Tier::plain && state->nomodseq) ||
@@ -545,6 +572,7 @@ asio::awaitable<Result<SideObservation>> ImapStore::observe(const std::string& i
         }
         // A FETCH of an old message's flags only (no size): not a new message.
         if (!f->rfc822_size) continue;
+        hold_body(*f);
         NewMessage m;
         m.uid = *f->uid;
         m.flags = canonical(f->flags.value_or(std::vector<std::string>{}));
@@ -693,19 +721,57 @@ asio::awaitable<Result<Settled>> ImapStore::settle(ModSeq modseq, Uid uidnext) {
 asio::awaitable<Result<std::vector<FetchedMessage>>> ImapStore::fetch_bodies(
     const std::vector<Uid>& uids) {
   auto& s = client_->session();
-  auto fetch = s.uid_fetch(set_of(uids), "(UID INTERNALDATE BODY.PEEK[])");
-  auto fetched = co_await client_->wait_all(std::move(fetch));
-  if (!fetched) co_return fetched.error();
   std::map<Uid, std::string> bodies;
   std::map<Uid, std::string> dates;
-  for (auto& done : *fetched) {
-    if (!done.ok()) co_return rejected(side_, "UID FETCH BODY.PEEK[]", done);
-    for (auto& response : done.untagged) {
-      auto* f = std::get_if<imap::FetchData>(&response.data);
-      if (f == nullptr || !f->uid) continue;
-      if (f->internaldate) dates[*f->uid] = *f->internaldate;
-      for (auto& body : f->bodies) {
-        if (body.section.empty() && body.data) bodies[*f->uid] = std::move(*body.data);
+  std::map<Uid, std::string> heads;  // held in part: the rest is asked from where they stop
+  std::vector<Uid> unheld;
+  std::vector<imap::CommandId> ids;
+  for (Uid uid : uids) {
+    auto it = held_.find(uid);
+    if (it == held_.end()) {
+      unheld.push_back(uid);
+      continue;
+    }
+    HeldBody held = std::move(it->second);
+    held_.erase(it);
+    dates[uid] = std::move(held.internal_date);
+    if (held.whole) {
+      bodies[uid] = std::move(held.octets);
+      continue;
+    }
+    imap::SequenceSet one;
+    one.add(uid);
+    // Up to the largest octet count a partial FETCH can name (RFC 9051 §6.4.5): the rest,
+    // whatever RFC822.SIZE said.
+    auto rest = s.uid_fetch(one, fmt::format("(UID BODY.PEEK[]<{}.{}>)", held.octets.size(),
+                                             kMaxUid - held.octets.size()));
+    if (!rest) co_return rest.error();
+    ids.insert(ids.end(), rest->begin(), rest->end());
+    heads[uid] = std::move(held.octets);
+  }
+  if (!unheld.empty()) {
+    auto fetch = s.uid_fetch(set_of(unheld), "(UID INTERNALDATE BODY.PEEK[])");
+    if (!fetch) co_return fetch.error();
+    ids.insert(ids.end(), fetch->begin(), fetch->end());
+  }
+  if (!ids.empty()) {
+    auto fetched = co_await client_->wait_all(std::move(ids));
+    if (!fetched) co_return fetched.error();
+    for (auto& done : *fetched) {
+      if (!done.ok()) co_return rejected(side_, "UID FETCH BODY.PEEK[]", done);
+      for (auto& response : done.untagged) {
+        auto* f = std::get_if<imap::FetchData>(&response.data);
+        if (f == nullptr || !f->uid) continue;
+        if (f->internaldate) dates[*f->uid] = *f->internaldate;
+        for (auto& body : f->bodies) {
+          if (!body.section.empty() || body.binary || !body.data) continue;
+          auto head = heads.find(*f->uid);
+          if (!body.origin || head == heads.end()) {
+            bodies[*f->uid] = std::move(*body.data);  // the whole body
+          } else if (*body.origin == head->second.size()) {
+            bodies[*f->uid] = head->second + *body.data;
+          }
+        }
       }
     }
   }
@@ -1069,6 +1135,7 @@ Status ImapStore::listing_is_whole(const std::string& name, std::size_t listed) 
 }
 
 asio::awaitable<Status> ImapStore::unselect() {
+  held_.clear();
   auto& s = client_->session();
   if (!s.mailbox()) {
     selected_.clear();

@@ -55,20 +55,29 @@ class ImapStore : public MailStore {
   // SELECT (with QRESYNC when `recorded` has a UIDVALIDITY and HIGHESTMODSEQ), then, pipelined:
   // the flags changed since (CONDSTORE: CHANGEDSINCE) or of every message (plain), and every
   // message at or above the recorded UIDNEXT.
-  // With `new_mail_listed`, the UID FETCH of the new messages goes out right behind the SELECT
-  // (Session::may_follow_select): one round trip for both.
+  // When `listed_uidnext` shows new mail, the UID FETCH of the new messages goes out right
+  // behind the SELECT (Session::may_follow_select): one round trip for both. When it shows at
+  // most kHeldMessages of them, that FETCH also asks for the first kHeldOctets of each body,
+  // kept for fetch_bodies(): a changed mailbox's copies then cost no FETCH round trip.
   asio::awaitable<Result<SideObservation>> observe(const std::string& internal,
                                                    const store::SideState& recorded,
-                                                   bool new_mail_listed) override;
+                                                   std::uint32_t listed_uidnext) override;
   // A plain SELECT, then UID, size, flags, INTERNALDATE and MODSEQ of every message.
   asio::awaitable<Result<FullObservation>> observe_all(const std::string& internal) override;
   // UID SEARCH ALL (RETURN (ALL) with ESEARCH: a compact set).
   asio::awaitable<Result<UidSet>> uids() override;
   std::uint32_t uidnext() const override;
 
-  // BODY.PEEK[] (never sets \Seen).
+  // BODY.PEEK[] (never sets \Seen). A body held from observe() is handed out (and let go)
+  // without asking; one held only in part is completed from where it stops (BODY.PEEK[]<n.m>).
   asio::awaitable<Result<std::vector<FetchedMessage>>> fetch_bodies(
       const std::vector<Uid>& uids) override;
+  bool holds_bodies(const std::vector<Uid>& uids) const override;
+  // At most this many new messages (by UIDNEXT) have their bodies asked with the SELECT, and
+  // at most this much of each: a few changed messages travel with the observation, while a
+  // mailbox's first sync, or a big message, is not held in memory (at most 1.25 MiB per store).
+  static constexpr std::uint32_t kHeldMessages = 20;
+  static constexpr std::uint64_t kHeldOctets = 64 * 1024;
   asio::awaitable<Result<std::vector<MessageSummary>>> summaries_from(Uid from) override;
   // Asked as BODY.PEEK[]<size-1.2>, which must return one octet. One round trip.
   asio::awaitable<Result<std::set<Uid>>> exact_sizes(
@@ -126,15 +135,19 @@ class ImapStore : public MailStore {
   asio::awaitable<Result<std::string>> wire_name(const std::string& internal);
   // SELECT `name` (the server's name of `internal`); fails unless it answered OK with
   // UIDVALIDITY and UIDNEXT.
-  // With `new_from`, submit_new_messages(*new_from) goes out right behind the SELECT; its ids go
-  // to `new_ids`.
+  // With `new_from`, submit_new_messages(*new_from, with_bodies) goes out right behind the
+  // SELECT; its ids go to `new_ids`. Bodies held for the mailbox selected before are let go.
   asio::awaitable<Result<imap::Completion>> select(const std::string& internal,
                                                    const std::string& name,
                                                    const imap::cmd::SelectOptions& options,
                                                    std::optional<Uid> new_from = std::nullopt,
+                                                   bool with_bodies = false,
                                                    std::vector<imap::CommandId>* new_ids = nullptr);
-  // The summaries of every message from UID `from` on (UID FETCH from:*).
-  Result<std::vector<imap::CommandId>> submit_new_messages(Uid from);
+  // The summaries of every message from UID `from` on (UID FETCH from:*), and with
+  // `with_bodies` the first kHeldOctets of their bodies.
+  Result<std::vector<imap::CommandId>> submit_new_messages(Uid from, bool with_bodies = false);
+  // Keeps a body (or its first kHeldOctets) that came with a new message's summary.
+  void hold_body(const imap::FetchData& fetched);
   // The answer to prepare()'s ENABLE, read once before anything that depends on the tier.
   asio::awaitable<Status> enabled();
   bool utf8() const;
@@ -189,6 +202,14 @@ class ImapStore : public MailStore {
   Tier tier_ = Tier::qresync;
   std::optional<imap::CommandId> enabling_;  // ENABLE QRESYNC sent, its answer not read yet
   std::optional<Uid> fallback_uidnext_;      // the selected mailbox's, when SELECT did not say
+  // Bodies of the selected mailbox's new messages read with the observation (hold_body), until
+  // fetch_bodies() hands them out or another SELECT voids them.
+  struct HeldBody {
+    std::string octets;
+    std::string internal_date;
+    bool whole = false;  // the server sent fewer octets than asked: the message ends there
+  };
+  std::map<Uid, HeldBody> held_;
 };
 
 // Connects to the configured servers: net::Client::connect, then prepare().

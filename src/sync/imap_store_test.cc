@@ -78,7 +78,7 @@ TEST(ImapStoreTiers, EnableWithoutEnabledFallsBackToCondstore) {
   FakeServer server(std::move(script));
   auto store = open_store(server);
   ASSERT_TRUE(store);
-  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 5, 10), false));
+  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 5, 10), 0));
   ASSERT_TRUE(seen.ok()) << seen.error().to_string();
   EXPECT_EQ(store->tier(), Tier::condstore);
   EXPECT_FALSE(seen->expunges_reported);
@@ -175,7 +175,7 @@ TEST(ImapStoreTiers, PlainListsEveryFlagAndStoresDifferences) {
   auto store = open_store(server);
   ASSERT_TRUE(store);
   EXPECT_EQ(store->tier(), Tier::plain);
-  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 5, 0), false));
+  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 5, 0), 0));
   ASSERT_TRUE(seen.ok()) << seen.error().to_string();
   EXPECT_TRUE(seen->expunges_reported);
   UidSet gone;
@@ -235,7 +235,7 @@ TEST(ImapStoreFallbacks, AppendWithoutUidplusReadsTheUidsBack) {
   FakeServer server(std::move(script));
   auto store = open_store(server);
   ASSERT_TRUE(store);
-  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 5, 0), false));
+  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 5, 0), 0));
   ASSERT_TRUE(seen.ok()) << seen.error().to_string();
   const auto one = [] {
     std::vector<OutgoingMessage> m(1);
@@ -277,7 +277,7 @@ TEST(ImapStoreFallbacks, ExpungeWithoutUidplusNeverTakesOtherMessages) {
   FakeServer server(std::move(script));
   auto store = open_store(server);
   ASSERT_TRUE(store);
-  ASSERT_TRUE(net::run_coroutine(store->observe("INBOX", recorded(7, 4, 0), false)).ok());
+  ASSERT_TRUE(net::run_coroutine(store->observe("INBOX", recorded(7, 4, 0), 0)).ok());
   Status refused = net::run_coroutine(store->expunge({1}));
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.error().message.find("marked \\Deleted"), std::string::npos)
@@ -333,7 +333,7 @@ TEST(ImapStoreQuirks, PlainListingThatDoesNotAddUpIsAnError) {
   FakeServer server(std::move(script));
   auto store = open_store(server);
   ASSERT_TRUE(store);
-  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 6, 0), false));
+  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 6, 0), 0));
   ASSERT_FALSE(seen.ok());
   EXPECT_EQ(seen.error().code, Errc::protocol);
   EXPECT_NE(seen.error().message.find(
@@ -342,6 +342,9 @@ TEST(ImapStoreQuirks, PlainListingThatDoesNotAddUpIsAnError) {
       << seen.error().message;
   EXPECT_TRUE(script_completed(*store, server));
 }
+
+// What a LIST shows of a mailbox with more new mail than ImapStore holds the bodies of.
+constexpr std::uint32_t kManyNew = 5 + ImapStore::kHeldMessages + 1;
 
 // A SELECT of INBOX with the FETCH of new mail from UID 5 behind it, and the script answers
 // neither before it has read both lines (one round trip): UIDVALIDITY `uidvalidity`, and one
@@ -367,7 +370,7 @@ TEST(ImapStoreTiers, NewMailIsAskedForWithTheSelect) {
   FakeServer server(std::move(script));
   auto store = open_store(server);
   ASSERT_TRUE(store);
-  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 5, 10), true));
+  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 5, 10), kManyNew));
   ASSERT_TRUE(seen.ok()) << seen.error().to_string() << "\n" << server.describe();
   ASSERT_EQ(seen->changes.added.size(), 1u);
   EXPECT_EQ(seen->changes.added[0].uid, 5u);
@@ -383,13 +386,86 @@ TEST(ImapStoreTiers, NewMailAskedForWithTheSelectIsDroppedOnANewUidvalidity) {
   FakeServer server(std::move(script));
   auto store = open_store(server);
   ASSERT_TRUE(store);
-  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 5, 10), true));
+  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 5, 10), kManyNew));
   ASSERT_TRUE(seen.ok()) << seen.error().to_string() << "\n" << server.describe();
   EXPECT_TRUE(seen->uidvalidity_changed);
   EXPECT_TRUE(seen->changes.added.empty());
   auto uids = net::run_coroutine(store->uids());
   ASSERT_TRUE(uids.ok()) << uids.error().to_string();
   EXPECT_TRUE(uids->contains(3));
+  EXPECT_TRUE(script_completed(*store, server));
+}
+
+// A SELECT of INBOX (UIDNEXT 7) with the FETCH of the two new messages (UIDs 5 and 6) and their
+// bodies' first 64 KiB behind it, answered with `body5` and `body6` as BODY[]<0>; then the
+// CHANGEDSINCE listing of flags, answered with nothing.
+Script select_with_new_bodies(const std::string& body5, const std::string& body6) {
+  Script script = logged_in("IMAP4rev1 CONDSTORE UIDPLUS");
+  const std::string items =
+      "UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[]<0." + std::to_string(ImapStore::kHeldOctets);
+  script.expect_tagged_line("SELECT INBOX (CONDSTORE)", "s")
+      .expect_tagged_line("UID FETCH 5:4294967295 (" + items + ">)", "n")
+      .send(
+          "* 4 EXISTS\r\n* OK [UIDVALIDITY 7] x\r\n* OK [UIDNEXT 7] x\r\n"
+          "* OK [HIGHESTMODSEQ 12] x\r\n{tag:s} OK [READ-WRITE] selected\r\n")
+      .send(fmt::format("* 3 FETCH (UID 5 FLAGS () INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" "
+                        "RFC822.SIZE {} BODY[]<0> {{{}}}\r\n{})\r\n",
+                        body5.size(), body5.size(), body5))
+      .send(fmt::format("* 4 FETCH (UID 6 FLAGS () INTERNALDATE \"02-Jan-2024 10:00:00 +0000\" "
+                        "RFC822.SIZE {} BODY[]<0> {{{}}}\r\n{})\r\n",
+                        body6.size() + 3, body6.size(), body6))
+      .send("{tag:n} OK done\r\n")
+      .expect_tagged_line("UID FETCH 1:4294967295 (UID FLAGS MODSEQ) (CHANGEDSINCE 10)")
+      .send("{tag} OK done\r\n");
+  return script;
+}
+
+// A few new messages: their bodies come with the SELECT, and are handed out without asking.
+TEST(ImapStoreTiers, FewNewMessagesBringTheirBodiesWithTheSelect) {
+  FakeServer server(select_with_new_bodies("Subject: a\r\n\r\nA\r\n", "Subject: b\r\n\r\nB\r\n"));
+  auto store = open_store(server);
+  ASSERT_TRUE(store);
+  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 5, 10), 7));
+  ASSERT_TRUE(seen.ok()) << seen.error().to_string() << "\n" << server.describe();
+  ASSERT_EQ(seen->changes.added.size(), 2u);
+  EXPECT_TRUE(store->holds_bodies({5, 6}));
+  EXPECT_FALSE(store->holds_bodies({5, 6, 7}));
+  // Nothing is sent: the script has no answer left, and an unanswered FETCH would time out.
+  auto bodies = net::run_coroutine(store->fetch_bodies({6, 5}));
+  ASSERT_TRUE(bodies.ok()) << bodies.error().to_string();
+  ASSERT_EQ(bodies->size(), 2u);
+  EXPECT_EQ((*bodies)[0].uid, 6u);
+  EXPECT_EQ((*bodies)[0].body, "Subject: b\r\n\r\nB\r\n");
+  EXPECT_EQ((*bodies)[0].internal_date, "02-Jan-2024 10:00:00 +0000");
+  EXPECT_EQ((*bodies)[1].body, "Subject: a\r\n\r\nA\r\n");
+  // Handed out once: held no more.
+  EXPECT_FALSE(store->holds_bodies({5}));
+  EXPECT_TRUE(script_completed(*store, server));
+}
+
+// A body as long as the piece asked for may go on: only the rest is asked for, from where the
+// piece stops, and the two make the body.
+TEST(ImapStoreTiers, ABodyLongerThanWhatCameWithTheSelectIsCompletedFromWhereItStops) {
+  const std::string head(ImapStore::kHeldOctets, 'x');
+  Script script = select_with_new_bodies(head, "short");
+  script
+      .expect_tagged_line(fmt::format("UID FETCH 5 (UID BODY.PEEK[]<{}.{}>)", head.size(),
+                                      4294967295u - head.size()))
+      .send(fmt::format("* 3 FETCH (UID 5 BODY[]<{}> {{4}}\r\ntail)\r\n{{tag}} OK done\r\n",
+                        head.size()));
+  FakeServer server(std::move(script));
+  auto store = open_store(server);
+  ASSERT_TRUE(store);
+  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 5, 10), 7));
+  ASSERT_TRUE(seen.ok()) << seen.error().to_string() << "\n" << server.describe();
+  EXPECT_FALSE(store->holds_bodies({5, 6}));
+  EXPECT_TRUE(store->holds_bodies({6}));
+  auto bodies = net::run_coroutine(store->fetch_bodies({5, 6}));
+  ASSERT_TRUE(bodies.ok()) << bodies.error().to_string() << "\n" << server.describe();
+  ASSERT_EQ(bodies->size(), 2u);
+  EXPECT_EQ((*bodies)[0].body, head + "tail");
+  EXPECT_EQ((*bodies)[0].internal_date, "01-Jan-2024 10:00:00 +0000");
+  EXPECT_EQ((*bodies)[1].body, "short");
   EXPECT_TRUE(script_completed(*store, server));
 }
 
@@ -408,7 +484,7 @@ TEST(ImapStoreTiers, RefusedSelectWithNewMailBehindItIsAnErrorAndNothingElse) {
   FakeServer server(std::move(script));
   auto store = open_store(server);
   ASSERT_TRUE(store);
-  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 5, 10), true));
+  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 5, 10), kManyNew));
   ASSERT_FALSE(seen.ok());
   EXPECT_EQ(seen.error().code, Errc::rejected);
   EXPECT_NE(seen.error().message.find("SELECT INBOX"), std::string::npos) << seen.error().message;
@@ -435,7 +511,7 @@ TEST(ImapStoreTiers, ExpungesAndFlagsGoOutTogether) {
   FakeServer server(std::move(script));
   auto store = open_store(server);
   ASSERT_TRUE(store);
-  ASSERT_TRUE(net::run_coroutine(store->observe("INBOX", recorded(7, 6, 10), false)).ok());
+  ASSERT_TRUE(net::run_coroutine(store->observe("INBOX", recorded(7, 6, 10), 0)).ok());
   const std::vector<Uid> expunges = {2};
   std::vector<FlagUpdate> updates(2);
   updates[0].uid = 3;
@@ -463,7 +539,7 @@ TEST(ImapStoreQuirks, SearchThatDoesNotAddUpIsAnError) {
   FakeServer server(std::move(script));
   auto store = open_store(server);
   ASSERT_TRUE(store);
-  ASSERT_TRUE(net::run_coroutine(store->observe("INBOX", recorded(7, 6, 10), false)).ok());
+  ASSERT_TRUE(net::run_coroutine(store->observe("INBOX", recorded(7, 6, 10), 0)).ok());
   auto uids = net::run_coroutine(store->uids());
   ASSERT_FALSE(uids.ok());
   EXPECT_NE(uids.error().message.find("has 2"), std::string::npos) << uids.error().message;
@@ -496,11 +572,11 @@ TEST(ImapStoreQuirks, SelectWithoutUidnextAsksStatusThenTheHighestUid) {
   FakeServer server(std::move(script));
   auto store = open_store(server);
   ASSERT_TRUE(store);
-  auto inbox = net::run_coroutine(store->observe("INBOX", store::SideState{}, false));
+  auto inbox = net::run_coroutine(store->observe("INBOX", store::SideState{}, 0));
   ASSERT_TRUE(inbox.ok()) << inbox.error().to_string();
   EXPECT_EQ(inbox->uidnext, 9u);
   EXPECT_EQ(inbox->changes.added.size(), 2u);
-  auto work = net::run_coroutine(store->observe("Work", store::SideState{}, false));
+  auto work = net::run_coroutine(store->observe("Work", store::SideState{}, 0));
   ASSERT_TRUE(work.ok()) << work.error().to_string();
   EXPECT_EQ(work->uidnext, 42u);
   EXPECT_EQ(store->uidnext(), 42u);

@@ -39,6 +39,8 @@ void update_status(ListedMailbox& m, const ListedMailbox& heard) {
 
 asio::awaitable<Status> MailStore::prepare_for_work() { co_return ok_status(); }
 
+bool MailStore::holds_bodies(const std::vector<Uid>& /*uids*/) const { return false; }
+
 asio::awaitable<Result<std::set<Uid>>> MailStore::expunge_and_set_flags(
     const std::vector<Uid>& expunges, const std::vector<FlagUpdate>& updates) {
   if (!expunges.empty()) {

@@ -227,12 +227,13 @@ class MailStore {
   // What changed since `recorded` (UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ; all unset on a first
   // sync): expunges, flag changes with their MODSEQ, and every message at or above the recorded
   // UIDNEXT. When UIDVALIDITY differs from the recorded one, only the state is filled in and
-  // uidvalidity_changed is set. `new_mail_listed`: the LIST showed UIDNEXT past the recorded one,
-  // so the new messages can be asked for with the SELECT, before its answer (a hint: wrong, it
-  // costs a round trip or a few bytes, never a message).
+  // uidvalidity_changed is set. `listed_uidnext`: UIDNEXT as the LIST showed it (0: not shown).
+  // Past the recorded one, the new messages can be asked for with the SELECT, before its answer,
+  // and when they are few, their bodies too (holds_bodies()). A hint: wrong, it costs a round
+  // trip or a few bytes, never a message.
   virtual asio::awaitable<Result<SideObservation>> observe(const std::string& name,
                                                            const store::SideState& recorded,
-                                                           bool new_mail_listed) = 0;
+                                                           std::uint32_t listed_uidnext) = 0;
   // Every message, without relying on change tracking.
   virtual asio::awaitable<Result<FullObservation>> observe_all(const std::string& name) = 0;
   // Every UID of the selected mailbox now (UID SEARCH ALL): expunges for Tier::condstore.
@@ -244,6 +245,10 @@ class MailStore {
   // Bodies and INTERNALDATEs of `uids`, in that order; a UID that no longer exists is left out.
   virtual asio::awaitable<Result<std::vector<FetchedMessage>>> fetch_bodies(
       const std::vector<Uid>& uids) = 0;
+  // True when fetch_bodies(uids) would answer from what this store already read (bodies asked
+  // with the observation), without using the connection: the engine may then use it for
+  // something else at the same time (both copy directions at once). By default, never.
+  virtual bool holds_bodies(const std::vector<Uid>& uids) const;
   // Summaries of every message with UID >= `from`, ascending.
   virtual asio::awaitable<Result<std::vector<MessageSummary>>> summaries_from(Uid from) = 0;
   // Which of the messages (UID -> announced size) have a body of exactly that size: only those

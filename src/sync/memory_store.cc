@@ -199,7 +199,7 @@ asio::awaitable<Status> MemoryStore::rename(const std::string& from, const std::
 
 asio::awaitable<Result<SideObservation>> MemoryStore::observe(const std::string& name,
                                                               const store::SideState& recorded,
-                                                              bool /*new_mail_listed*/) {
+                                                              std::uint32_t /*listed_uidnext*/) {
   SideObservation o;
   Status done = step("SELECT", [&]() -> Status {
     MemoryMailbox* box = server_.find(name);
@@ -298,6 +298,15 @@ asio::awaitable<Result<UidSet>> MemoryStore::uids() {
 std::uint32_t MemoryStore::uidnext() const {
   const MemoryMailbox* box = std::as_const(server_).find(selected_);
   return box ? box->uidnext : 0;
+}
+
+bool MemoryStore::holds_bodies(const std::vector<Uid>& uids) const {
+  const MemoryMailbox* box = server_.find(selected_);
+  if (box == nullptr) return false;
+  return std::all_of(uids.begin(), uids.end(), [&](Uid uid) {
+    auto it = box->messages.find(uid);
+    return it != box->messages.end() && it->second.body.size() < 64 * 1024;
+  });
 }
 
 asio::awaitable<Result<std::vector<FetchedMessage>>> MemoryStore::fetch_bodies(

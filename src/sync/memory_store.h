@@ -116,13 +116,16 @@ class MemoryStore : public MailStore {
 
   asio::awaitable<Result<SideObservation>> observe(const std::string& name,
                                                    const store::SideState& recorded,
-                                                   bool new_mail_listed) override;
+                                                   std::uint32_t listed_uidnext) override;
   asio::awaitable<Result<FullObservation>> observe_all(const std::string& name) override;
   asio::awaitable<Result<UidSet>> uids() override;
   std::uint32_t uidnext() const override;
 
   asio::awaitable<Result<std::vector<FetchedMessage>>> fetch_bodies(
       const std::vector<Uid>& uids) override;
+  // As an IMAP store that read them with the observation: small bodies of the selected mailbox
+  // (so the simulator runs both copy directions at once, as a real run does).
+  bool holds_bodies(const std::vector<Uid>& uids) const override;
   asio::awaitable<Result<std::vector<MessageSummary>>> summaries_from(Uid from) override;
   asio::awaitable<Result<std::set<Uid>>> exact_sizes(
       const std::map<Uid, std::uint64_t>& sizes) override;
