@@ -1491,16 +1491,27 @@ asio::awaitable<Status> Engine::execute(const Lane& lane, store::MailboxId id,
   }
   plan.copies = {};  // its moved-from shells too: a first sync's list is a mailbox long
   PerSide<std::vector<Uid>> appended;
-  // When both sides already hold the bodies to copy (read with the observation), each
-  // direction only APPENDs, to its own connection: both at once. Otherwise one after the other,
-  // since one direction's FETCH would share a connection with the other's APPEND.
-  if (!sources[Side::local].empty() && !sources[Side::remote].empty() &&
-      lane[Side::local]->holds_bodies(sources[Side::local]) &&
-      lane[Side::remote]->holds_bodies(sources[Side::remote])) {
+  // Bodies read with the observation (few and small, ImapStore::kHeldMessages): their copies
+  // cost no FETCH.
+  PerSide<bool> held{};
+  for (Side from : kSides) {
+    held[from] = !sources[from].empty() && lane[from]->holds_bodies(sources[from]);
+  }
+  // The settle (step 3) of a side that receives only such copies goes with their APPEND, the
+  // last command on that side: never behind our STOREs (RFC 9051 §5.5 forbids a FETCH of flags
+  // behind a STORE of them in flight), which have been answered by now. It asks from the
+  // observed UIDNEXT, so it reads back what was just appended: a few summaries at most.
+  PerSide<std::optional<Settled>> presettled;
+  const auto settled_with = [&](Side from) {
+    return held[from] ? &presettled[other(from)] : nullptr;
+  };
+  if (held[Side::local] && held[Side::remote]) {
+    // Each direction only APPENDs, to its own connection: both at once. Otherwise one after
+    // the other, since one direction's FETCH would share a connection with the other's APPEND.
     auto to_remote = copy(lane, id, name, Side::local, std::move(copies[Side::local]), seen,
-                          appended[Side::remote]);
+                          appended[Side::remote], settled_with(Side::local));
     auto to_local = copy(lane, id, name, Side::remote, std::move(copies[Side::remote]), seen,
-                         appended[Side::local]);
+                         appended[Side::local], settled_with(Side::remote));
     const auto copied = co_await both(std::move(to_remote), std::move(to_local));
     for (Side from : kSides) {
       if (!copied[from]) co_return copied[from];
@@ -1509,8 +1520,9 @@ asio::awaitable<Status> Engine::execute(const Lane& lane, store::MailboxId id,
   } else {
     for (Side from : kSides) {
       if (copies[from].empty()) continue;
-      Status copied =
-          co_await copy(lane, id, name, from, std::move(copies[from]), seen, appended[other(from)]);
+      // The other direction only reads from this one's target: its settle stays valid.
+      Status copied = co_await copy(lane, id, name, from, std::move(copies[from]), seen,
+                                    appended[other(from)], settled_with(from));
       if (!copied) co_return copied;
       acted[other(from)] = true;
     }
@@ -1521,10 +1533,11 @@ asio::awaitable<Status> Engine::execute(const Lane& lane, store::MailboxId id,
   //    nobody else changed anything meanwhile; otherwise keep the observed value so the next
   //    run sees the concurrent change (RFC 7162 §6).
   auto settle_local = settled_state(lane, id, Side::local, seen[Side::local], acted[Side::local],
-                                    expunge[Side::local], appended[Side::local]);
-  auto settle_remote =
-      settled_state(lane, id, Side::remote, seen[Side::remote], acted[Side::remote],
-                    expunge[Side::remote], appended[Side::remote]);
+                                    expunge[Side::local], appended[Side::local],
+                                    std::move(presettled[Side::local]));
+  auto settle_remote = settled_state(lane, id, Side::remote, seen[Side::remote],
+                                     acted[Side::remote], expunge[Side::remote],
+                                     appended[Side::remote], std::move(presettled[Side::remote]));
   auto settled = co_await both(std::move(settle_local), std::move(settle_remote));
   PerSide<store::SideState> next;
   for (Side side : kSides) {
@@ -1548,7 +1561,8 @@ asio::awaitable<Status> Engine::execute(const Lane& lane, store::MailboxId id,
 
 asio::awaitable<Result<store::SideState>> Engine::settled_state(
     const Lane& lane, store::MailboxId id, Side side, const SideObservation& seen, bool acted,
-    const std::vector<Uid>& expunged, const std::vector<Uid>& appended) {
+    const std::vector<Uid>& expunged, const std::vector<Uid>& appended,
+    std::optional<Settled> settled) {
   store::SideState next;
   next.uidvalidity = seen.uidvalidity;
   next.uidnext = seen.uidnext;
@@ -1560,8 +1574,11 @@ asio::awaitable<Result<store::SideState>> Engine::settled_state(
   const std::set<Uid> appended_here(appended.begin(), appended.end());
   Uid beyond_ours = seen.uidnext;
   while (appended_here.count(beyond_ours)) ++beyond_ours;
-  auto settled = co_await lane[side]->settle(seen.highestmodseq, beyond_ours);
-  if (!settled) co_return settled.error();
+  if (!settled) {
+    auto asked = co_await lane[side]->settle(seen.highestmodseq, beyond_ours);
+    if (!asked) co_return asked.error();
+    settled = std::move(*asked);
+  }
   bool only_ours = true;
   UidSet expunged_here;
   for (Uid uid : expunged) expunged_here.add(uid);
@@ -1602,7 +1619,8 @@ asio::awaitable<Result<store::SideState>> Engine::settled_state(
 
 asio::awaitable<Status> Engine::copy(const Lane& lane, store::MailboxId id, const std::string& name,
                                      Side from, std::vector<CopyAction> copies,
-                                     PerSide<SideObservation>& seen, std::vector<Uid>& ours) {
+                                     PerSide<SideObservation>& seen, std::vector<Uid>& ours,
+                                     std::optional<Settled>* settled_with_last) {
   const Side to = other(from);
   Uid target_next = std::max<Uid>(seen[to].uidnext, lane[to]->uidnext());
   // Large messages whose RFC822.SIZE is exact are streamed one at a time; the rest travel in
@@ -1706,6 +1724,22 @@ asio::awaitable<Status> Engine::copy(const Lane& lane, store::MailboxId id, cons
       if (more) bodies = co_await lane[from]->fetch_bodies(batches[k + 1]);
       continue;
     }
+    const auto record_batch = [&](const Appended& appended) -> Status {
+      Status same_mailbox = check_appended(name, to, appended.uidvalidity, seen);
+      if (!same_mailbox) return same_mailbox;
+      auto record = db_.begin();
+      if (!record) return record.error();
+      for (std::size_t i = 0; i < actions.size(); ++i) {
+        Status recorded = record_copy(id, from, *actions[i], appended.uids[i], intents[i]);
+        if (!recorded) return recorded;
+        target_next = std::max(target_next, appended.uids[i] + 1);
+      }
+      ours.insert(ours.end(), appended.uids.begin(), appended.uids.end());
+      Status saved = record->commit();
+      if (!saved) return saved;
+      count_copied(actions.size(), batch_bytes);
+      return ok_status();
+    };
     if (more) {
       using namespace asio::experimental::awaitable_operators;
       auto appending = lane[to]->append(name, std::move(messages));
@@ -1713,23 +1747,23 @@ asio::awaitable<Status> Engine::copy(const Lane& lane, store::MailboxId id, cons
       auto results = co_await (std::move(appending) && std::move(fetching));
       appended = std::move(std::get<0>(results));
       bodies = std::move(std::get<1>(results));
+    } else if (settled_with_last != nullptr && streamed.empty()) {
+      // Recorded as soon as the APPEND is answered, before the settle's answer is read: a kill
+      // in between must not leave an answered APPEND unrecorded.
+      std::function<Status(const Appended&)> on_appended = [&](const Appended& done) {
+        return record_batch(done);
+      };
+      auto settled = co_await lane[to]->append_and_settle(
+          name, std::move(messages), seen[to].highestmodseq, seen[to].uidnext, on_appended);
+      if (!settled) co_return settled.error();
+      *settled_with_last = std::move(*settled);  // empty: settled_state asks again
+      continue;
     } else {
       appended = co_await lane[to]->append(name, std::move(messages));
     }
     if (!appended) co_return appended.error();
-    Status same_mailbox = check_appended(name, to, appended->uidvalidity, seen);
-    if (!same_mailbox) co_return same_mailbox;
-    auto record = db_.begin();
-    if (!record) co_return record.error();
-    for (std::size_t i = 0; i < actions.size(); ++i) {
-      Status recorded = record_copy(id, from, *actions[i], appended->uids[i], intents[i]);
-      if (!recorded) co_return recorded;
-      target_next = std::max(target_next, appended->uids[i] + 1);
-    }
-    ours.insert(ours.end(), appended->uids.begin(), appended->uids.end());
-    Status saved = record->commit();
-    if (!saved) co_return saved;
-    count_copied(actions.size(), batch_bytes);
+    Status recorded = record_batch(*appended);
+    if (!recorded) co_return recorded;
   }
   for (const auto& action : streamed) {
     auto uid = co_await copy_streamed(lane, id, name, from, action, target_next, seen);

@@ -227,16 +227,21 @@ class Engine {
   asio::awaitable<Status> execute(const Lane& lane, store::MailboxId id, const std::string& name,
                                   Plan plan, PerSide<SideObservation>& seen,
                                   const PerSide<store::SideState>& recorded);
-  // The UIDNEXT and HIGHESTMODSEQ a side may record after our changes (see execute()).
+  // The UIDNEXT and HIGHESTMODSEQ a side may record after our changes (see execute()), from
+  // `settled` when the last APPEND already asked for it (copy()), else from a settle().
   asio::awaitable<Result<store::SideState>> settled_state(const Lane& lane, store::MailboxId id,
                                                           Side side, const SideObservation& seen,
                                                           bool acted,
                                                           const std::vector<Uid>& expunged,
-                                                          const std::vector<Uid>& appended);
-  // Adds the UIDs it appended on the other side to `ours`.
+                                                          const std::vector<Uid>& appended,
+                                                          std::optional<Settled> settled);
+  // Adds the UIDs it appended on the other side to `ours`. With `settled_with_last`, the last
+  // APPEND (when it is the last command on that side: no streamed copy follows) asks for the
+  // settle too (MailStore::append_and_settle), and its answer goes there.
   asio::awaitable<Status> copy(const Lane& lane, store::MailboxId id, const std::string& name,
                                Side from, std::vector<CopyAction> copies,
-                               PerSide<SideObservation>& seen, std::vector<Uid>& ours);
+                               PerSide<SideObservation>& seen, std::vector<Uid>& ours,
+                               std::optional<Settled>* settled_with_last);
   // One large message, streamed (see HashingSource in engine.cc); returns its new UID.
   asio::awaitable<Result<Uid>> copy_streamed(const Lane& lane, store::MailboxId id,
                                              const std::string& name, Side from,

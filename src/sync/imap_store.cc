@@ -689,33 +689,45 @@ void collect_summaries(const imap::Completion& done, Uid from, std::vector<Messa
 
 }  // namespace
 
-asio::awaitable<Result<Settled>> ImapStore::settle(ModSeq modseq, Uid uidnext) {
+Result<std::vector<imap::CommandId>> ImapStore::submit_settle(ModSeq modseq, Uid uidnext) {
   auto& s = client_->session();
   std::vector<imap::CommandId> ids;
   // A plain server cannot say what changed: the next sync lists every flag anyway.
   if (tier_ != Tier::plain && modseq > 0) {
     auto changed = fetch_changed_since(s, modseq, tier_ == Tier::qresync);
-    if (!changed) co_return changed.error();
+    if (!changed) return changed.error();
     ids = *changed;
   }
   auto above = fetch_summaries(s, uidnext, summary_items());
-  if (!above) co_return above.error();
+  if (!above) return above.error();
   ids.insert(ids.end(), above->begin(), above->end());
-  auto fetched = co_await client_->wait_all(std::move(ids));
-  if (!fetched) co_return fetched.error();
+  return ids;
+}
+
+Result<Settled> ImapStore::settled_from(const std::vector<imap::Completion>& done,
+                                        Uid uidnext) const {
   // A server may run pipelined FETCHes at once and interleave their untagged responses (Dovecot
   // does), and nothing in a FETCH response names its command: read all of them as one stream.
   // Summaries are the responses that carry RFC822.SIZE; every FLAGS counts as a change (a
   // message reported only by the second FETCH is either ours, or makes the check fail safe).
   Settled out;
-  for (const auto& done : *fetched) {
-    if (!done.ok()) co_return rejected(side_, "UID FETCH", done);
-    collect_changes(done, out);
-    collect_summaries(done, uidnext, out.above);
+  for (const auto& completion : done) {
+    if (!completion.ok()) return rejected(side_, "UID FETCH", completion);
+    collect_changes(completion, out);
+    collect_summaries(completion, uidnext, out.above);
   }
   out.highestmodseq = highestmodseq();
+  const auto& s = client_->session();
   out.exists = s.mailbox() ? s.mailbox()->exists : 0;
-  co_return out;
+  return out;
+}
+
+asio::awaitable<Result<Settled>> ImapStore::settle(ModSeq modseq, Uid uidnext) {
+  auto ids = submit_settle(modseq, uidnext);
+  if (!ids) co_return ids.error();
+  auto fetched = co_await client_->wait_all(std::move(*ids));
+  if (!fetched) co_return fetched.error();
+  co_return settled_from(*fetched, uidnext);
 }
 
 asio::awaitable<Result<std::vector<FetchedMessage>>> ImapStore::fetch_bodies(
@@ -803,8 +815,6 @@ asio::awaitable<Result<Appended>> ImapStore::append(const std::string& internal,
   auto name = co_await wire_name(internal);
   if (!name) co_return name.error();
   auto& s = client_->session();
-  const std::size_t count = messages.size();
-  Appended result;
   if (!has("UIDPLUS")) {
     // No APPENDUID: note the highest UID, append (all pipelined), then read the new ones back.
     if (selected_ != internal) {
@@ -834,41 +844,91 @@ asio::awaitable<Result<Appended>> ImapStore::append(const std::string& internal,
     }
     co_return co_await appended(highest_of(done->front()), sizes);
   }
-  if (count > 1 && !s.has_capability("MULTIAPPEND")) {
+  auto sent = submit_append(*name, std::move(messages));
+  if (!sent) co_return sent.error();
+  auto done = co_await client_->wait_all(sent->ids);
+  if (!done) co_return done.error();
+  co_return appended_by_uidplus(*sent, *done, *name);
+}
+
+Result<ImapStore::Appends> ImapStore::submit_append(
+    const std::string& name, std::vector<imap::cmd::AppendMessage> messages) {
+  auto& s = client_->session();
+  Appends out;
+  if (messages.size() > 1 && !s.has_capability("MULTIAPPEND")) {
     // One APPEND per message, pipelined; each answer carries its own APPENDUID.
-    std::vector<imap::CommandId> ids;
     for (auto& message : messages) {
       std::vector<imap::cmd::AppendMessage> one;
       one.push_back(std::move(message));
-      auto id = s.append(*name, std::move(one));
-      if (!id) co_return id.error();
-      ids.push_back(*id);
+      auto id = s.append(name, std::move(one));
+      if (!id) return id.error();
+      out.ids.push_back(*id);
+      out.counts.push_back(1);
     }
-    auto done = co_await client_->wait_all(std::move(ids));
-    if (!done) co_return done.error();
-    for (auto& completion : *done) {
-      auto one = appended_one(completion, *name);
-      if (!one) co_return one.error();
-      result.uidvalidity = one->uidvalidity;
-      result.uids.push_back(one->uids[0]);
-    }
-    co_return result;
+    return out;
   }
-  auto id = s.append(*name, std::move(messages));
-  auto done = co_await client_->wait(std::move(id));
+  const std::size_t count = messages.size();
+  auto id = s.append(name, std::move(messages));
+  if (!id) return id.error();
+  out.ids.push_back(*id);
+  out.counts.push_back(count);
+  return out;
+}
+
+Result<Appended> ImapStore::appended_by_uidplus(const Appends& sent,
+                                                const std::vector<imap::Completion>& done,
+                                                const std::string& name) const {
+  Appended result;
+  for (std::size_t i = 0; i < sent.ids.size(); ++i) {
+    const imap::Completion& completion = done[i];
+    if (!completion.ok()) {
+      return rejected(side_, fmt::format("APPEND to {}", printable(name)), completion);
+    }
+    const auto& code = completion.status.code;
+    // CVE-2021-3578 class: validate the code before trusting it.
+    if (code.kind != imap::CodeKind::appenduid || code.set_order.size() != sent.counts[i] ||
+        (i > 0 && code.number != result.uidvalidity)) {
+      return Error(Errc::protocol,
+                   fmt::format("{}: APPEND of {} message(s) answered without a matching "
+                               "APPENDUID ({} UIDs)",
+                               side_name(side_), sent.counts[i], code.set_order.size()));
+    }
+    result.uidvalidity = static_cast<std::uint32_t>(code.number);
+    result.uids.insert(result.uids.end(), code.set_order.begin(), code.set_order.end());
+  }
+  return result;
+}
+
+asio::awaitable<Result<std::optional<Settled>>> ImapStore::append_and_settle(
+    const std::string& internal, std::vector<OutgoingMessage> outgoing, ModSeq modseq, Uid uidnext,
+    const std::function<Status(const Appended&)>& on_appended) {
+  // Without UIDPLUS an APPEND's UIDs are read back after it: nothing can follow it unread.
+  if (!has("UIDPLUS")) {
+    co_return co_await MailStore::append_and_settle(internal, std::move(outgoing), modseq, uidnext,
+                                                    on_appended);
+  }
+  std::vector<imap::cmd::AppendMessage> messages;
+  for (auto& message : outgoing) messages.push_back(to_wire(std::move(message)));
+  auto name = co_await wire_name(internal);
+  if (!name) co_return name.error();
+  auto sent = submit_append(*name, std::move(messages));
+  if (!sent) co_return sent.error();
+  auto settle_ids = submit_settle(modseq, uidnext);
+  if (!settle_ids) co_return settle_ids.error();
+  // The APPENDs' answers are recorded before the settle's are read.
+  auto done = co_await client_->wait_all(sent->ids);
   if (!done) co_return done.error();
-  if (!done->ok()) co_return rejected(side_, fmt::format("APPEND to {}", printable(*name)), *done);
-  const auto& code = done->status.code;
-  // CVE-2021-3578 class: validate the code before trusting it.
-  if (code.kind != imap::CodeKind::appenduid || code.set_order.size() != count) {
-    co_return Error(Errc::protocol,
-                    fmt::format("{}: APPEND of {} message(s) answered without a matching "
-                                "APPENDUID ({} UIDs)",
-                                side_name(side_), count, code.set_order.size()));
-  }
-  result.uidvalidity = static_cast<std::uint32_t>(code.number);
-  result.uids = code.set_order;
-  co_return result;
+  auto appended = appended_by_uidplus(*sent, *done, *name);
+  Status recorded = appended ? on_appended(*appended) : Status(appended.error());
+  auto settle_done = co_await client_->wait_all(std::move(*settle_ids));
+  if (!recorded) co_return recorded.error();
+  if (!settle_done) co_return std::optional<Settled>();
+  // The settle's answers may come attributed to an APPEND still in flight (Session routes
+  // untagged data to the oldest command): every completion is read for them.
+  done->insert(done->end(), settle_done->begin(), settle_done->end());
+  auto settled = settled_from(*done, uidnext);
+  if (!settled) co_return std::optional<Settled>();
+  co_return std::optional<Settled>(std::move(*settled));
 }
 
 namespace {

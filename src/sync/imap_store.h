@@ -99,6 +99,10 @@ class ImapStore : public MailStore {
   // APPEND (MULTIAPPEND when offered). Without UIDPLUS the new UIDs are read back (appended()).
   asio::awaitable<Result<Appended>> append(const std::string& internal,
                                            std::vector<OutgoingMessage> messages) override;
+  // With UIDPLUS, the APPEND(s) and the settle's two UID FETCHes in one flight.
+  asio::awaitable<Result<std::optional<Settled>>> append_and_settle(
+      const std::string& internal, std::vector<OutgoingMessage> messages, ModSeq modseq,
+      Uid uidnext, const std::function<Status(const Appended&)>& on_appended) override;
   // The literal announces `size` and the body is written as it is pulled from `source`
   // (net::Client::wait_streaming): memory does not grow with the message.
   asio::awaitable<Result<Appended>> append_streamed(const std::string& internal,
@@ -188,6 +192,21 @@ class ImapStore : public MailStore {
   Result<std::vector<imap::CommandId>> mark_deleted(const std::vector<Uid>& uids);
   Result<Expunges> submit_expunge(const std::vector<Uid>& uids);
   Status expunged(const Expunges& sent, const std::vector<imap::Completion>& done) const;
+
+  // APPENDs submitted: one command with MULTIAPPEND, else one per message.
+  struct Appends {
+    std::vector<imap::CommandId> ids;
+    std::vector<std::size_t> counts;  // messages per command
+  };
+  Result<Appends> submit_append(const std::string& name,
+                                std::vector<imap::cmd::AppendMessage> messages);
+  // The UIDs of the APPENDs from their answers' APPENDUID codes (`done` starts with them).
+  Result<Appended> appended_by_uidplus(const Appends& sent,
+                                       const std::vector<imap::Completion>& done,
+                                       const std::string& name) const;
+  // settle()'s halves: its FETCHes submitted, then read from every completion in `done`.
+  Result<std::vector<imap::CommandId>> submit_settle(ModSeq modseq, Uid uidnext);
+  Result<Settled> settled_from(const std::vector<imap::Completion>& done, Uid uidnext) const;
 
   friend class BodyPieces;
   Result<Appended> appended_one(const imap::Completion& done, const std::string& name) const;

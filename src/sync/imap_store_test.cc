@@ -469,6 +469,86 @@ TEST(ImapStoreTiers, ABodyLongerThanWhatCameWithTheSelectIsCompletedFromWhereItS
   EXPECT_TRUE(script_completed(*store, server));
 }
 
+// INBOX selected (UIDNEXT 6, HIGHESTMODSEQ 12), then an APPEND of "hello" with the settle's two
+// UID FETCHes behind it: the script answers nothing before it has read all three.
+Script append_with_settle_behind() {
+  Script script = logged_in("IMAP4rev1 CONDSTORE UIDPLUS");
+  script.expect_tagged_line("SELECT INBOX (CONDSTORE)")
+      .send(kSelected)
+      .expect_tagged_line("UID FETCH 1:4294967295 (UID FLAGS MODSEQ) (CHANGEDSINCE 10)")
+      .send("{tag} OK done\r\n")
+      .expect_tagged("APPEND", "append")
+      .send("+ go\r\n")
+      .expect("hello\r\n")
+      .expect_tagged_line("UID FETCH 1:4294967295 (UID FLAGS) (CHANGEDSINCE 12)", "changed")
+      .expect_tagged_line("UID FETCH 6:4294967295 (UID RFC822.SIZE FLAGS INTERNALDATE MODSEQ)",
+                          "above");
+  return script;
+}
+
+std::vector<OutgoingMessage> hello() {
+  std::vector<OutgoingMessage> m(1);
+  m[0].content = "hello";
+  return m;
+}
+
+// The settle goes out with the APPEND (one round trip); its answers count wherever the session
+// files them (here the first arrives before the APPEND's OK, so it is filed under the APPEND).
+TEST(ImapStoreTiers, SettleGoesOutWithTheAppend) {
+  Script script = append_with_settle_behind();
+  script.send(
+      "* 4 EXISTS\r\n* 4 FETCH (UID 6 FLAGS (\\Seen) MODSEQ (13))\r\n"
+      "{tag:append} OK [APPENDUID 7 6] appended\r\n"
+      "* 2 FETCH (UID 3 FLAGS (\\Flagged) MODSEQ (14))\r\n{tag:changed} OK done\r\n"
+      "* 4 FETCH (UID 6 RFC822.SIZE 5 FLAGS (\\Seen) INTERNALDATE \"01-Jan-2024 10:00:00 "
+      "+0000\" MODSEQ (13))\r\n{tag:above} OK done\r\n");
+  FakeServer server(std::move(script));
+  auto store = open_store(server);
+  ASSERT_TRUE(store);
+  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 6, 10), 0));
+  ASSERT_TRUE(seen.ok()) << seen.error().to_string() << "\n" << server.describe();
+  std::vector<Uid> recorded_uids;
+  const std::function<Status(const Appended&)> record = [&](const Appended& done) {
+    recorded_uids = done.uids;
+    return ok_status();
+  };
+  auto settled = net::run_coroutine(store->append_and_settle("INBOX", hello(), 12, 6, record));
+  ASSERT_TRUE(settled.ok()) << settled.error().to_string() << "\n" << server.describe();
+  EXPECT_EQ(recorded_uids, std::vector<Uid>{6});
+  ASSERT_TRUE(settled->has_value());
+  const Settled& after = **settled;
+  EXPECT_EQ(after.flags.at(3), FlagSet{"\\Flagged"});  // someone else's change
+  EXPECT_EQ(after.flags.at(6), FlagSet{"\\Seen"});
+  ASSERT_EQ(after.above.size(), 1u);
+  EXPECT_EQ(after.above[0].uid, 6u);
+  EXPECT_EQ(after.highestmodseq, 14u);
+  EXPECT_EQ(after.exists, 4u);
+  EXPECT_TRUE(script_completed(*store, server));
+}
+
+// The connection drops after the APPEND's answer, before the settle's: the UIDs it gave are
+// handed over all the same (to be recorded), and the settle is left empty.
+TEST(ImapStoreTiers, AnAppendAnsweredBeforeTheConnectionDropsIsStillRecorded) {
+  Script script = append_with_settle_behind();
+  script.send("* 4 EXISTS\r\n{tag:append} OK [APPENDUID 7 6] appended\r\n").drop();
+  FakeServer server(std::move(script));
+  auto store = open_store(server);
+  ASSERT_TRUE(store);
+  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 6, 10), 0));
+  ASSERT_TRUE(seen.ok()) << seen.error().to_string() << "\n" << server.describe();
+  std::vector<Uid> recorded_uids;
+  const std::function<Status(const Appended&)> record = [&](const Appended& done) {
+    recorded_uids = done.uids;
+    return ok_status();
+  };
+  auto settled = net::run_coroutine(store->append_and_settle("INBOX", hello(), 12, 6, record));
+  ASSERT_TRUE(settled.ok()) << settled.error().to_string() << "\n" << server.describe();
+  EXPECT_EQ(recorded_uids, std::vector<Uid>{6});
+  EXPECT_FALSE(settled->has_value());
+  store->close();
+  server.wait();
+}
+
 // A SELECT refused while the FETCH of new mail went out behind it: the error names the SELECT
 // and the server's text, the FETCH's refusal is not taken for an answer, and the connection
 // stays usable for the next command.

@@ -39,6 +39,18 @@ void update_status(ListedMailbox& m, const ListedMailbox& heard) {
 
 asio::awaitable<Status> MailStore::prepare_for_work() { co_return ok_status(); }
 
+asio::awaitable<Result<std::optional<Settled>>> MailStore::append_and_settle(
+    const std::string& name, std::vector<OutgoingMessage> messages, ModSeq modseq, Uid uidnext,
+    const std::function<Status(const Appended&)>& on_appended) {
+  auto appended = co_await append(name, std::move(messages));
+  if (!appended) co_return appended.error();
+  Status recorded = on_appended(*appended);
+  if (!recorded) co_return recorded.error();
+  auto settled = co_await settle(modseq, uidnext);
+  if (!settled) co_return std::optional<Settled>();
+  co_return std::optional<Settled>(std::move(*settled));
+}
+
 bool MailStore::holds_bodies(const std::vector<Uid>& /*uids*/) const { return false; }
 
 asio::awaitable<Result<std::set<Uid>>> MailStore::expunge_and_set_flags(

@@ -18,6 +18,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -273,6 +274,16 @@ class MailStore {
   // --- Appending to a mailbox (need not be the selected one) ---
   virtual asio::awaitable<Result<Appended>> append(const std::string& name,
                                                    std::vector<OutgoingMessage> messages) = 0;
+  // append() to the selected mailbox, then settle(modseq, uidnext), as few round trips as the
+  // store can: an IMAP store sends the settle's FETCHes behind the APPEND, before its answer,
+  // so they may or may not see the appended messages (either is safe for Settled's reader: they
+  // are recorded by then). Never after a STORE still in flight (RFC 9051 §5.5).
+  // `on_appended` gets the APPEND's answer before the settle's is read; its error ends the call.
+  // The settle is empty when it failed after the APPEND succeeded (a settle() says why).
+  // By default one after the other.
+  virtual asio::awaitable<Result<std::optional<Settled>>> append_and_settle(
+      const std::string& name, std::vector<OutgoingMessage> messages, ModSeq modseq, Uid uidnext,
+      const std::function<Status(const Appended&)>& on_appended);
   // One message of exactly `size` octets pulled from `source` while it is written.
   virtual asio::awaitable<Result<Appended>> append_streamed(const std::string& name,
                                                             OutgoingMessage message,
