@@ -22,8 +22,10 @@ namespace twinbox::sync {
 
 namespace {
 
-// Two batches are in memory at once (one being appended, the next being fetched).
-constexpr std::size_t kCopyBatchBytes = 2u << 20;
+// Two batches are in memory at once per lane (one being appended, the next being fetched):
+// 1 MiB, not 2, took 3 MiB off the large corpus's peak RSS; a lane still moves 1 MiB per round
+// trip (docs/bench/memory-large.md).
+constexpr std::size_t kCopyBatchBytes = 1u << 20;
 constexpr std::size_t kCopyBatchCount = 200;
 // Larger messages are streamed from the FETCH on one server into the APPEND on the other
 // (BodyPieces), so memory does not grow with message size.
@@ -1674,6 +1676,7 @@ asio::awaitable<Status> Engine::copy(const Lane& lane, store::MailboxId id, cons
     report.copied_to[to] += messages;
     report.bytes_copied_to[to] += bytes;
     if (options_.progress) options_.progress->copied(name, messages, bytes);
+    free_memory_.after(bytes);
   };
   if (options_.progress && (!batched.empty() || !streamed.empty())) {
     std::uint64_t planned = 0;
