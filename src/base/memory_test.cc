@@ -21,7 +21,7 @@ TEST(FreeMemoryReturner, TrimsOncePerIntervalOfTraffic) {
 }
 
 // Resident pages of this process (/proc/self/statm, second field).
-long resident_bytes() {
+[[maybe_unused]] long resident_bytes() {
   std::ifstream statm("/proc/self/statm");
   long size = 0, resident = 0;
   statm >> size >> resident;
