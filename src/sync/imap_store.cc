@@ -357,27 +357,41 @@ asio::awaitable<Status> ImapStore::subscribe(const std::string& internal, bool o
   co_return ok_status();
 }
 
-Result<std::vector<imap::CommandId>> ImapStore::submit_new_messages(Uid from, bool with_bodies) {
-  imap::SequenceSet range;
-  range.add(std::max<Uid>(from, 1), kMaxUid);
-  if (!with_bodies) {
-    return client_->session().uid_fetch(range, "(UID FLAGS INTERNALDATE RFC822.SIZE)");
+Result<std::vector<imap::CommandId>> ImapStore::submit_new_messages(Uid from, Uid held_below) {
+  auto& s = client_->session();
+  from = std::max<Uid>(from, 1);
+  std::vector<imap::CommandId> ids;
+  if (held_below > from) {
+    // Bodies only for the UIDs the LIST announced: more mail may have come since, and what the
+    // store holds stays bounded whatever a server sends.
+    imap::SequenceSet announced;
+    announced.add(from, held_below - 1);
+    auto with_bodies = s.uid_fetch(
+        announced,
+        fmt::format("(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[]<0.{}>)", kHeldOctets));
+    if (!with_bodies) return with_bodies.error();
+    ids = std::move(*with_bodies);
+    from = held_below;
   }
-  return client_->session().uid_fetch(
-      range, fmt::format("(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[]<0.{}>)", kHeldOctets));
+  imap::SequenceSet range;
+  range.add(from, kMaxUid);
+  auto summaries = s.uid_fetch(range, "(UID FLAGS INTERNALDATE RFC822.SIZE)");
+  if (!summaries) return summaries.error();
+  ids.insert(ids.end(), summaries->begin(), summaries->end());
+  return ids;
 }
 
-void ImapStore::hold_body(const imap::FetchData& fetched) {
-  if (!fetched.uid) return;
-  for (const auto& body : fetched.bodies) {
+void ImapStore::hold_body(imap::FetchData& fetched) {
+  if (!fetched.uid || *fetched.uid >= held_below_) return;  // not asked for
+  for (auto& body : fetched.bodies) {
     if (!body.section.empty() || body.binary || !body.data) continue;
     // Only the piece asked for: from octet 0 (a server may leave out the origin of a body it
     // sends whole), no longer than asked.
     if (body.origin.value_or(0) != 0 || body.data->size() > kHeldOctets) continue;
     HeldBody& held = held_[*fetched.uid];
-    held.octets = *body.data;
-    held.internal_date = fetched.internaldate.value_or("");
     held.whole = !body.origin || body.data->size() < kHeldOctets;
+    held.octets = std::move(*body.data);
+    held.internal_date = fetched.internaldate.value_or("");
   }
 }
 
@@ -390,12 +404,13 @@ bool ImapStore::holds_bodies(const std::vector<Uid>& uids) const {
 
 asio::awaitable<Result<imap::Completion>> ImapStore::select(
     const std::string& internal, const std::string& name, const imap::cmd::SelectOptions& options,
-    std::optional<Uid> new_from, bool with_bodies, std::vector<imap::CommandId>* new_ids) {
+    std::optional<Uid> new_from, Uid held_below, std::vector<imap::CommandId>* new_ids) {
   auto& s = client_->session();
   held_.clear();
+  held_below_ = held_below;
   auto submitted = s.select(name, options);
   if (submitted && new_from) {
-    auto ids = submit_new_messages(*new_from, with_bodies);
+    auto ids = submit_new_messages(*new_from, held_below);
     if (!ids) co_return ids.error();
     *new_ids = std::move(*ids);
   }
@@ -482,8 +497,9 @@ asio::awaitable<Result<SideObservation>> ImapStore::observe(const std::string& i
   std::vector<imap::CommandId> new_ids;
   const bool new_mail_listed = listed_uidnext > from;
   const std::optional<Uid> new_from = new_mail_listed ? std::optional<Uid>(from) : std::nullopt;
-  const bool with_bodies = new_mail_listed && listed_uidnext - from <= kHeldMessages;
-  auto selected = co_await select(internal, *name, options, new_from, with_bodies, &new_ids);
+  const Uid held_below =
+      new_mail_listed && listed_uidnext - from <= kHeldMessages ? listed_uidnext : 0;
+  auto selected = co_await select(internal, *name, options, new_from, held_below, &new_ids);
   if (!selected) co_return selected.error();
   const auto& state = s.mailbox();
   const bool stop_here = (tier_ != Tier::plain && state->nomodseq) ||

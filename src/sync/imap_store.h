@@ -139,19 +139,20 @@ class ImapStore : public MailStore {
   asio::awaitable<Result<std::string>> wire_name(const std::string& internal);
   // SELECT `name` (the server's name of `internal`); fails unless it answered OK with
   // UIDVALIDITY and UIDNEXT.
-  // With `new_from`, submit_new_messages(*new_from, with_bodies) goes out right behind the
+  // With `new_from`, submit_new_messages(*new_from, held_below) goes out right behind the
   // SELECT; its ids go to `new_ids`. Bodies held for the mailbox selected before are let go.
   asio::awaitable<Result<imap::Completion>> select(const std::string& internal,
                                                    const std::string& name,
                                                    const imap::cmd::SelectOptions& options,
                                                    std::optional<Uid> new_from = std::nullopt,
-                                                   bool with_bodies = false,
+                                                   Uid held_below = 0,
                                                    std::vector<imap::CommandId>* new_ids = nullptr);
-  // The summaries of every message from UID `from` on (UID FETCH from:*), and with
-  // `with_bodies` the first kHeldOctets of their bodies.
-  Result<std::vector<imap::CommandId>> submit_new_messages(Uid from, bool with_bodies = false);
-  // Keeps a body (or its first kHeldOctets) that came with a new message's summary.
-  void hold_body(const imap::FetchData& fetched);
+  // The summaries of every message from UID `from` on (UID FETCH from:*); for those below
+  // `held_below`, the first kHeldOctets of their bodies too (a UID FETCH of their own).
+  Result<std::vector<imap::CommandId>> submit_new_messages(Uid from, Uid held_below = 0);
+  // Keeps a body (or its first kHeldOctets) that came with a new message's summary, when its
+  // UID is one whose body was asked for.
+  void hold_body(imap::FetchData& fetched);
   // The answer to prepare()'s ENABLE, read once before anything that depends on the tier.
   asio::awaitable<Status> enabled();
   bool utf8() const;
@@ -229,6 +230,7 @@ class ImapStore : public MailStore {
     bool whole = false;  // the server sent fewer octets than asked: the message ends there
   };
   std::map<Uid, HeldBody> held_;
+  Uid held_below_ = 0;  // bodies were asked for below this UID (submit_new_messages)
 };
 
 // Connects to the configured servers: net::Client::connect, then prepare().
