@@ -564,11 +564,9 @@ asio::awaitable<Result<SideObservation>> ImapStore::observe(const std::string& i
     if (!unused) co_return unused.error();
   }
   std::set<Uid> present;  // plain listing: the UIDs below `from` that exist
-  if (!ids.empty()) {
-    auto fetched = co_await client_->wait_all(std::move(ids));
-    if (!fetched) co_return fetched.error();
-    for (auto& done : *fetched) {
-      if (!done.ok()) co_return rejected(side_, "UID FETCH", done);
+  const auto take = [&](std::vector<imap::Completion>& fetched) -> Status {
+    for (auto& done : fetched) {
+      if (!done.ok()) return rejected(side_, "UID FETCH", done);
       for (auto& response : done.untagged) {
         if (auto* vanished = std::get_if<imap::VanishedData>(&response.data)) {
           // An expunge by another client while we were reading (RFC 7162 §3.2.10).
@@ -603,11 +601,33 @@ asio::awaitable<Result<SideObservation>> ImapStore::observe(const std::string& i
         std::unique(observation.changes.added.begin(), observation.changes.added.end(),
                     [](const NewMessage& a, const NewMessage& b) { return a.uid == b.uid; }),
         observation.changes.added.end());
+    return ok_status();
+  };
+  if (!ids.empty()) {
+    auto fetched = co_await client_->wait_all(std::move(ids));
+    if (!fetched) co_return fetched.error();
+    Status taken = take(*fetched);
+    if (!taken) co_return taken.error();
   }
   if (tracked && !by_modseq) {
     // Every UID below the recorded UIDNEXT that the listing did not show was expunged; so the
     // listing must be whole: a server that leaves messages out would have them deleted on the
     // other side.
+    const std::size_t exists = s.mailbox() ? s.mailbox()->exists : 0;
+    if (present.size() + observation.changes.added.size() < exists) {
+      // Mail delivered while we listed (the FETCH of new mail went out with the SELECT, before
+      // the listing): EXISTS counts it, the listing may not. One more look above what it showed.
+      Uid next = std::max<Uid>(from, observation.uidnext);
+      if (!observation.changes.added.empty()) {
+        next = std::max<Uid>(next, observation.changes.added.back().uid + 1);
+      }
+      auto later = submit_new_messages(next);
+      if (!later) co_return later.error();
+      auto fetched = co_await client_->wait_all(std::move(*later));
+      if (!fetched) co_return fetched.error();
+      Status taken = take(*fetched);
+      if (!taken) co_return taken.error();
+    }
     Status whole = listing_is_whole(*name, present.size() + observation.changes.added.size());
     if (!whole) co_return whole.error();
     observation.vanished_set = absent_below(present, from);

@@ -322,14 +322,19 @@ TEST(ImapStoreFallbacks, ListWithoutListExtendedUsesLsubAndStatus) {
 }
 
 // A plain listing decides expunges by absence: one that leaves a message out (a lying or broken
-// server) would have it deleted on the other side. It must count EXISTS messages, else the
-// mailbox fails with the numbers and nothing is taken as expunged.
+// server) would have it deleted on the other side. It must count EXISTS messages (after one
+// more look for mail delivered meanwhile), else the mailbox fails with the numbers and nothing
+// is taken as expunged.
 TEST(ImapStoreQuirks, PlainListingThatDoesNotAddUpIsAnError) {
   Script script = logged_in("IMAP4rev1 UIDPLUS");
   script.expect_tagged_line("SELECT INBOX")
       .send("* 3 EXISTS\r\n* OK [UIDVALIDITY 7] x\r\n* OK [UIDNEXT 6] x\r\n{tag} OK selected\r\n")
       .expect_tagged_line("UID FETCH 1:5 (UID FLAGS)")
-      .send("* 1 FETCH (UID 1 FLAGS ())\r\n* 3 FETCH (UID 5 FLAGS ())\r\n{tag} OK done\r\n");
+      .send("* 1 FETCH (UID 1 FLAGS ())\r\n* 3 FETCH (UID 5 FLAGS ())\r\n{tag} OK done\r\n")
+      .expect_tagged_line("UID FETCH 6:4294967295 (UID FLAGS INTERNALDATE RFC822.SIZE)")
+      .send(
+          "* 3 FETCH (UID 5 FLAGS () INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" RFC822.SIZE 9)"
+          "\r\n{tag} OK done\r\n");
   FakeServer server(std::move(script));
   auto store = open_store(server);
   ASSERT_TRUE(store);
@@ -345,6 +350,33 @@ TEST(ImapStoreQuirks, PlainListingThatDoesNotAddUpIsAnError) {
 
 // What a LIST shows of a mailbox with more new mail than ImapStore holds the bodies of.
 constexpr std::uint32_t kManyNew = 5 + ImapStore::kHeldMessages + 1;
+
+// Mail delivered while the listing ran: EXISTS counts it and the listing does not. One more
+// look above what was listed finds it, and the listing adds up.
+TEST(ImapStoreQuirks, PlainListingLooksOnceMoreForMailDeliveredMeanwhile) {
+  Script script = logged_in("IMAP4rev1 UIDPLUS");
+  script.expect_tagged_line("SELECT INBOX")
+      .send("* 3 EXISTS\r\n* OK [UIDVALIDITY 7] x\r\n* OK [UIDNEXT 6] x\r\n{tag} OK selected\r\n")
+      .expect_tagged_line("UID FETCH 1:5 (UID FLAGS)")
+      .send(
+          "* 1 FETCH (UID 1 FLAGS ())\r\n* 2 FETCH (UID 3 FLAGS ())\r\n* 3 FETCH (UID 5 FLAGS ())"
+          "\r\n* 4 EXISTS\r\n{tag} OK done\r\n")
+      .expect_tagged_line("UID FETCH 6:4294967295 (UID FLAGS INTERNALDATE RFC822.SIZE)")
+      .send(
+          "* 4 FETCH (UID 6 FLAGS () INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" RFC822.SIZE 9)"
+          "\r\n{tag} OK done\r\n");
+  FakeServer server(std::move(script));
+  auto store = open_store(server);
+  ASSERT_TRUE(store);
+  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 6, 0), 0));
+  ASSERT_TRUE(seen.ok()) << seen.error().to_string() << "\n" << server.describe();
+  ASSERT_EQ(seen->changes.added.size(), 1u);
+  EXPECT_EQ(seen->changes.added[0].uid, 6u);
+  EXPECT_TRUE(seen->vanished_set.contains(2));
+  EXPECT_TRUE(seen->vanished_set.contains(4));
+  EXPECT_FALSE(seen->vanished_set.contains(3));
+  EXPECT_TRUE(script_completed(*store, server));
+}
 
 // A SELECT of INBOX with the FETCH of new mail from UID 5 behind it, and the script answers
 // neither before it has read both lines (one round trip): UIDVALIDITY `uidvalidity`, and one
