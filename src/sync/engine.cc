@@ -1486,18 +1486,16 @@ asio::awaitable<Status> Engine::execute(const Lane& lane, store::MailboxId id,
 
   // 2. Copies, each direction in batches, intent before effect.
   PerSide<std::vector<CopyAction>> copies;
-  PerSide<std::vector<Uid>> sources;
-  for (auto& c : plan.copies) {
-    sources[c.from].push_back(c.uid);
-    copies[c.from].push_back(std::move(c));
-  }
+  for (auto& c : plan.copies) copies[c.from].push_back(std::move(c));
   plan.copies = {};  // its moved-from shells too: a first sync's list is a mailbox long
   PerSide<std::vector<Uid>> appended;
   // Bodies read with the observation (few and small, ImapStore::kHeldMessages): their copies
   // cost no FETCH.
   PerSide<bool> held{};
   for (Side from : kSides) {
-    held[from] = !sources[from].empty() && lane[from]->holds_bodies(sources[from]);
+    std::vector<Uid> uids;
+    for (const auto& c : copies[from]) uids.push_back(c.uid);
+    held[from] = !uids.empty() && lane[from]->holds_bodies(uids);
   }
   // The settle (step 3) of a side that receives only such copies goes with their APPEND, the
   // last command on that side: never behind our STOREs (RFC 9051 §5.5 forbids a FETCH of flags
