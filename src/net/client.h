@@ -88,6 +88,9 @@ class Client {
   // How many times the client sent something and then waited for the answer, since the greeting:
   // what a network's latency multiplies.
   std::uint64_t round_trips() const { return round_trips_; }
+  // The shortest of those waits so far, from the write to the first bytes of the answer: the
+  // network's round-trip time plus the server's quickest reply (nullopt before the first).
+  std::optional<Duration> fastest_round_trip() const { return fastest_round_trip_; }
 
   // Waits for the completion of a command already submitted to session(). A tagged NO/BAD is a
   // Completion (check ok()); an Error means the connection is unusable and has been closed.
@@ -148,6 +151,7 @@ class Client {
   bool compress_asked_ = false;
   std::uint64_t round_trips_ = 0;
   std::uint64_t sent_at_last_read_ = 0;  // plain_out when pump() last started a read
+  std::optional<Duration> fastest_round_trip_;
   std::optional<Error> failure_;
   BodySource* body_source_ = nullptr;  // set only during wait_streaming()
 };

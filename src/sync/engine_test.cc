@@ -67,6 +67,25 @@ TEST_F(EngineTest, InitialSyncCopiesBothWaysWithFlags) {
   EXPECT_EQ(world.remote.find("INBOX")->messages.rbegin()->second.flags, FlagSet{"\\Seen"});
 }
 
+// Two batches per lane are in memory at once: 1 MiB each where round trips are cheap (the peak
+// RSS target is measured there), 2 MiB once the link's round trip shows it is slow (a lane then
+// moves more per round trip). 24 bodies of 100 KiB: 10 per batch, or 20.
+TEST_F(EngineTest, CopyBatchesGrowOnASlowLink) {
+  const auto appends_for = [](std::optional<std::chrono::milliseconds> round_trip) {
+    MemoryWorld world;
+    world.round_trip = round_trip;
+    for (int n = 0; n < 24; ++n) {
+      world.remote.deliver("INBOX", body(n) + std::string(100 * 1024, 'x') + "\r\n");
+    }
+    EXPECT_TRUE(world.run());
+    EXPECT_EQ(world.local.find("INBOX")->messages.size(), 24u);
+    return world.faults.calls["APPEND"];
+  };
+  EXPECT_EQ(appends_for(std::nullopt), 3u);
+  EXPECT_EQ(appends_for(std::chrono::milliseconds(1)), 3u);
+  EXPECT_EQ(appends_for(std::chrono::milliseconds(50)), 2u);
+}
+
 // Issue 9 defect 1: a re-read (the server is distrusted) must not undo a deletion that the
 // recorded pairs prove. Each trigger seen in the field, one test.
 TEST_F(EngineTest, RereadAfterTooLowExistsDoesNotResurrectADeletion) {

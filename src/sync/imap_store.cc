@@ -1539,7 +1539,8 @@ bool ImapStore::can_notify() const { return client_->session().has_capability("N
 
 Traffic ImapStore::traffic() const {
   const auto counters = client_->counters();
-  return {counters.wire_in, counters.wire_out, client_->round_trips()};
+  return {counters.wire_in, counters.wire_out, client_->round_trips(),
+          client_->fastest_round_trip()};
 }
 
 void ImapStore::close() { client_->close(); }

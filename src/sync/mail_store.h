@@ -200,6 +200,8 @@ class BodyReader : public BodySource {
 struct Traffic {
   std::uint64_t in = 0, out = 0;
   std::uint64_t round_trips = 0;  // sent, then waited for the answer (net::Client::round_trips)
+  // The quickest of those round trips (net::Client::fastest_round_trip); nullopt without any.
+  std::optional<std::chrono::steady_clock::duration> fastest_round_trip;
 };
 
 class MailStore {

@@ -114,6 +114,7 @@ Error MemoryStore::lost(const char* call) const {
 Status MemoryStore::step(const char* call, const std::function<Status()>& effect) {
   if (faults_.killed || dropped_ || closed_) return lost(call);
   const std::uint64_t n = ++faults_.steps;
+  ++faults_.calls[call];
   if (faults_.before_step) faults_.before_step(n);
   const bool kill = faults_.kill_at == n;
   const bool drop = faults_.drop_at == n;
@@ -543,8 +544,10 @@ asio::awaitable<Result<std::unique_ptr<MailStore>>> MemoryConnector::open(Side s
                                                                           const MailStore*) {
   if (faults_.killed) co_return Error(Errc::eof, "connection refused: the process was killed");
   ++opened_;
-  co_return std::unique_ptr<MailStore>(std::make_unique<MemoryStore>(
-      side, *servers_[side], faults_, delimiters_[side], tiers_[side]));
+  auto store =
+      std::make_unique<MemoryStore>(side, *servers_[side], faults_, delimiters_[side], tiers_[side]);
+  store->set_round_trip(round_trip_);
+  co_return std::unique_ptr<MailStore>(std::move(store));
 }
 
 }  // namespace twinbox::sync

@@ -56,6 +56,7 @@ struct Lies {
 struct Faults {
   enum class When { before_effect, after_effect };
   std::uint64_t steps = 0;  // calls made so far (by every connection)
+  std::map<std::string, std::uint64_t> calls;  // the same, per call ("APPEND", ...)
   std::optional<std::uint64_t> kill_at;
   When kill_when = When::before_effect;
   std::optional<std::uint64_t> drop_at;  // the connection making that call drops
@@ -147,7 +148,11 @@ class MemoryStore : public MailStore {
   Result<Announcement> take_announcements() override { return Announcement{}; }
   asio::awaitable<Status> stop_idle() override;
 
-  Traffic traffic() const override { return {}; }
+  Traffic traffic() const override { return {0, 0, 0, round_trip_}; }
+  // What traffic() says of the link's round trip (the engine sizes its copy batches by it).
+  void set_round_trip(std::optional<std::chrono::steady_clock::duration> round_trip) {
+    round_trip_ = round_trip;
+  }
   void close() override { closed_ = true; }
   asio::awaitable<void> logout() override;
 
@@ -170,6 +175,7 @@ class MemoryStore : public MailStore {
   bool dropped_ = false;
   bool closed_ = false;
   ModSeq last_reported_modseq_ = 0;
+  std::optional<std::chrono::steady_clock::duration> round_trip_;
 };
 
 // Opens MemoryStores on two servers (the simulator's StoreConnector).
@@ -181,6 +187,10 @@ class MemoryConnector : public StoreConnector {
       : servers_(servers), faults_(faults), delimiters_(delimiters), tiers_(tiers) {}
   // The tiers of the connections opened from now on (a server can lose an extension).
   void set_tiers(PerSide<Tier> tiers) { tiers_ = tiers; }
+  // The round trip the connections opened from now on report (Traffic::fastest_round_trip).
+  void set_round_trip(std::optional<std::chrono::steady_clock::duration> round_trip) {
+    round_trip_ = round_trip;
+  }
   asio::awaitable<Result<std::unique_ptr<MailStore>>> open(Side side,
                                                            const MailStore* sibling) override;
   std::size_t opened() const { return opened_; }
@@ -191,6 +201,7 @@ class MemoryConnector : public StoreConnector {
   Faults& faults_;
   PerSide<char> delimiters_;
   PerSide<Tier> tiers_;
+  std::optional<std::chrono::steady_clock::duration> round_trip_;
   std::size_t opened_ = 0;
 };
 

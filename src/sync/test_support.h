@@ -21,6 +21,7 @@ struct MemoryWorld {
   PerSide<char> delimiters{{'/', '/'}};
   PerSide<Tier> tiers{{Tier::qresync, Tier::qresync}};
   Faults faults;
+  std::optional<std::chrono::steady_clock::duration> round_trip;  // what the stores report
   config::Config config;
   std::unique_ptr<store::StateDb> db;
 
@@ -44,6 +45,7 @@ struct MemoryWorld {
     faults.steps = 0;
     asio::io_context io;
     MemoryConnector connector({&local, &remote}, faults, delimiters, tiers);
+    connector.set_round_trip(round_trip);
     Engine engine(config, std::move(options), *db, connector);
     std::optional<Result<RunSummary>> out;
     bool threw = false;
