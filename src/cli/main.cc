@@ -194,9 +194,13 @@ asio::awaitable<int> run_sync(asio::io_context& io, const config::Config& config
       if (!written) log_warning("{}", written.error().message);
     };
   }
+  // The servers' capabilities are noted for the next run (ImapConnector), except by a run that
+  // must change nothing.
+  store::StateDb* notes = options.dry_run || (*db)->read_only() ? nullptr : db->get();
   sync::ImapConnector connector(
       std::move(endpoints), {config.local.list_reference, config.remote.list_reference},
-      {tier_limit(config.local.change_detection), tier_limit(config.remote.change_detection)});
+      {tier_limit(config.local.change_detection), tier_limit(config.remote.change_detection)},
+      notes);
   sync::Engine engine(config, engine_options, **db, connector);
   StopOnSignal stop(io, engine);
   if (options.import_interimap) {

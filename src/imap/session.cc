@@ -52,6 +52,18 @@ bool may_follow_enable(CommandKind kind) {
 
 bool may_follow_select(CommandKind kind) { return kind == CommandKind::uid_fetch; }
 
+bool may_follow_own_kind(CommandKind in_flight, CommandKind next) {
+  const auto subscription = [](CommandKind k) {
+    return k == CommandKind::subscribe || k == CommandKind::unsubscribe;
+  };
+  return (in_flight == CommandKind::create && next == CommandKind::create) ||
+         (subscription(in_flight) && subscription(next));
+}
+
+bool may_follow_login(CommandKind kind) {
+  return kind == CommandKind::enable || may_follow_enable(kind);
+}
+
 Session::Session(SessionOptions options) : options_(options), secure_(options.secure_transport) {}
 
 Status Session::fail(Error error) {
@@ -64,10 +76,12 @@ Status Session::fail(Error error) {
 bool Session::can_start(const Pending& next) const {
   if (in_flight_.empty()) return true;
   if (in_flight_.size() >= options_.max_in_flight) return false;
-  if (!may_pipeline(next.kind)) return false;
   return std::all_of(in_flight_.begin(), in_flight_.end(), [&](const Pending& p) {
     // RFC 9051 §5.5: continuations are negotiated before any subsequent command is initiated.
     if (!p.chunks.empty()) return false;
+    if (p.id == presumed_login_) return may_follow_login(next.kind);
+    if (may_follow_own_kind(p.kind, next.kind)) return true;
+    if (!may_pipeline(next.kind)) return false;
     if (p.kind == CommandKind::enable) return may_follow_enable(next.kind);
     if (p.kind == CommandKind::select || p.kind == CommandKind::examine) {
       return may_follow_select(next.kind);
@@ -237,6 +251,7 @@ Status Session::on_tagged(StatusResponse&& status) {
       case CommandKind::login:
       case CommandKind::authenticate:
         state_ = ConnectionState::authenticated;
+        presumed_login_.reset();
         // RFC 9051 §6.2.2-6.2.3: capabilities may change with authentication; keep them only if
         // the server restated them since the command was sent.
         if (status.code.kind != CodeKind::capability && !p.saw_capability) clear_capabilities();
@@ -260,6 +275,10 @@ Status Session::on_tagged(StatusResponse&& status) {
       default:
         break;
     }
+  } else if (p.id == presumed_login_) {
+    // Refused: what was presumed is void, and the server announced nothing that counts.
+    presumed_login_.reset();
+    clear_capabilities();
   } else if (p.kind == CommandKind::select || p.kind == CommandKind::examine) {
     // RFC 9051 §6.3.2: a failed SELECT leaves no mailbox selected.
     if (state_ == ConnectionState::selected) state_ = ConnectionState::authenticated;
@@ -635,6 +654,27 @@ Result<CommandId> Session::authenticate_oauth(OAuthMechanism mechanism, std::str
   return id;
 }
 
+Status Session::presume_login(const std::set<std::string>& capabilities) {
+  const Pending* last = nullptr;
+  if (!queue_.empty()) {
+    last = &queue_.back();
+  } else if (!in_flight_.empty()) {
+    last = &in_flight_.back();
+  }
+  if (last == nullptr ||
+      (last->kind != CommandKind::login && last->kind != CommandKind::authenticate)) {
+    return internal("presume_login() without a login just submitted");
+  }
+  const bool waits = std::any_of(last->chunks.begin(), last->chunks.end(),
+                                 [](const Chunk& c) { return c.wait_continuation; });
+  if (waits || last->sasl_error_answer) {
+    return internal("presume_login() on a login that waits for a continuation");
+  }
+  presumed_login_ = last->id;
+  set_capabilities(std::vector<std::string>(capabilities.begin(), capabilities.end()));
+  return ok_status();
+}
+
 Result<CommandId> Session::compress_deflate() {
   // RFC 4978 §6 (security): compress only after authentication, never mixing credentials and
   // attacker-influenced data in one DEFLATE stream.
@@ -650,7 +690,8 @@ Result<CommandId> Session::compress_deflate() {
 
 Result<CommandId> Session::enable(const std::vector<std::string>& capabilities) {
   // RFC 5161 §3.1: authenticated state only, before any mailbox is selected.
-  if (state_ != ConnectionState::authenticated || select_submitted_) {
+  const bool authenticated = state_ == ConnectionState::authenticated || presumed_login_;
+  if (!authenticated || select_submitted_) {
     return internal("ENABLE is only valid after authentication and before any SELECT");
   }
   if (Status s = require_caps_known("ENABLE"); !s) return std::move(s).error();

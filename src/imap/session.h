@@ -78,6 +78,15 @@ bool may_follow_enable(CommandKind kind);
 // Should the SELECT fail, no mailbox is selected (RFC 9051 §6.3.2) and the FETCH fails too; its
 // answer is read only once the SELECT's says what was selected.
 bool may_follow_select(CommandKind kind);
+// And CREATE behind CREATE, (UN)SUBSCRIBE behind (UN)SUBSCRIBE: a mailbox tree made, or
+// subscriptions set, in one round trip. The caller sends together only CREATEs of which none is
+// above another (the server creates superior names itself, RFC 9051 §6.3.4, and may run
+// pipelined commands concurrently); a subscription does not need its mailbox to exist.
+bool may_follow_own_kind(CommandKind in_flight, CommandKind next);
+// And behind a login the caller chose to presume (Session::presume_login): an ENABLE, LIST,
+// LSUB, STATUS or NOOP. None changes anything a failed login would leave behind: if the login
+// is refused, the server refuses them too ("not authenticated").
+bool may_follow_login(CommandKind kind);
 
 enum class ConnectionState {
   greeting,           // nothing received yet
@@ -191,6 +200,16 @@ class Session {
   Result<CommandId> authenticate_oauth(OAuthMechanism mechanism, std::string_view user,
                                        std::string_view token, std::string_view host,
                                        std::string_view port);
+  // Presumes that the LOGIN or AUTHENTICATE just submitted will succeed and that the server
+  // will then announce `capabilities` (as it did to an earlier connection): until its answer,
+  // the commands may_follow_login() allows go out behind it, built against these capabilities.
+  // The login's answer ends the presumption: the capabilities become what the server says (or
+  // unknown), and the caller must compare them with what it presumed, and abandon the
+  // connection when they differ (what it sent may not suit the server). Errc::internal unless
+  // the last command submitted is a login that has not been answered, without a literal or a
+  // continuation to wait for.
+  Status presume_login(const std::set<std::string>& capabilities);
+  bool presuming_login() const { return presumed_login_.has_value(); }
   Result<CommandId> compress_deflate();
   Result<CommandId> enable(const std::vector<std::string>& capabilities);
   Result<CommandId> id_nil();
@@ -283,6 +302,7 @@ class Session {
 
   std::set<std::string> caps_;
   bool caps_known_ = false;
+  std::optional<CommandId> presumed_login_;  // presume_login(): that login's answer is due
   std::set<std::string> enabled_;
 
   std::optional<MailboxState> mailbox_;

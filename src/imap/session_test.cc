@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -213,6 +214,30 @@ TEST(Session, BarriersAndPipelineWindow) {
   EXPECT_FALSE(may_pipeline(CommandKind::select));
 }
 
+// CREATEs go out together, and (UN)SUBSCRIBEs together; neither travels with the other kind or
+// with anything else.
+TEST(Session, CreatesTravelTogetherAndSoDoSubscriptions) {
+  Script s;
+  preauth(s, "IMAP4rev1");
+  for (const char* name : {"A", "B"}) {
+    ASSERT_TRUE(s.session.submit(*CommandBuilder("CREATE", {}).mailbox(name).build()).ok());
+  }
+  ASSERT_TRUE(s.session.submit(*CommandBuilder("SUBSCRIBE", {}).mailbox("A").build()).ok());
+  ASSERT_TRUE(s.session.submit(*CommandBuilder("UNSUBSCRIBE", {}).mailbox("B").build()).ok());
+  ASSERT_TRUE(s.session.noop().ok());
+  EXPECT_EQ(s.client(), "T1 CREATE A\r\nT2 CREATE B\r\n");
+  EXPECT_OK(s.server("T1 OK\r\n"));
+  EXPECT_EQ(s.client(), "");  // a SUBSCRIBE waits for every CREATE
+  EXPECT_OK(s.server("T2 OK\r\n"));
+  EXPECT_EQ(s.client(), "T3 SUBSCRIBE A\r\nT4 UNSUBSCRIBE B\r\n");
+  EXPECT_OK(s.server("T3 OK\r\nT4 OK\r\n"));
+  EXPECT_EQ(s.client(), "T5 NOOP\r\n");
+  EXPECT_TRUE(may_follow_own_kind(CommandKind::create, CommandKind::create));
+  EXPECT_FALSE(may_follow_own_kind(CommandKind::create, CommandKind::append));
+  EXPECT_FALSE(may_follow_own_kind(CommandKind::delete_, CommandKind::delete_));
+  EXPECT_FALSE(may_follow_own_kind(CommandKind::rename, CommandKind::rename));
+}
+
 // ENABLE is a barrier except for a LIST, LSUB, STATUS or NOOP behind it (they go out together);
 // a SELECT still waits for its answer, and ENABLE itself waits for what is in flight.
 TEST(Session, OnlyListAndStatusFollowAnEnable) {
@@ -231,6 +256,99 @@ TEST(Session, OnlyListAndStatusFollowAnEnable) {
   EXPECT_TRUE(may_follow_enable(CommandKind::status));
   EXPECT_FALSE(may_follow_enable(CommandKind::select));
   EXPECT_FALSE(may_follow_enable(CommandKind::uid_fetch));  // its answer may say VANISHED
+}
+
+// A session past a greeting with `caps`, a LOGIN submitted and presumed to succeed with kCaps.
+void presumed_login(Script& s, std::string_view greeting_caps) {
+  EXPECT_OK(s.server(fmt::format("* OK [CAPABILITY {}] ready\r\n", greeting_caps)));
+  ASSERT_TRUE(s.session.login("fred", "s3cr3t").ok());
+  std::set<std::string> presumed;
+  for (std::string_view cap :
+       {"IMAP4rev1", "ENABLE", "QRESYNC", "CONDSTORE", "LIST-EXTENDED", "LIST-STATUS"}) {
+    presumed.insert(std::string(cap));
+  }
+  EXPECT_OK(s.session.presume_login(presumed));
+  EXPECT_TRUE(s.session.presuming_login());
+}
+
+// With the login presumed, ENABLE and LIST leave with it (one round trip for all three) and
+// nothing else does; the login's answer then sets the capabilities the server announced.
+TEST(Session, EnableAndListFollowAPresumedLogin) {
+  Script s;
+  presumed_login(s, "IMAP4rev1 LITERAL+ AUTH=PLAIN");
+  const std::vector<std::string> qresync = {"QRESYNC"}, everything = {"*"};
+  ASSERT_TRUE(s.session.enable(qresync).ok());  // the state is not_authenticated yet
+  cmd::ListOptions options;
+  options.return_items = {"SUBSCRIBED"};
+  options.status_items = {"HIGHESTMODSEQ"};
+  ASSERT_TRUE(s.session.list("", everything, options).ok());
+  ASSERT_TRUE(s.session.select("INBOX").ok());
+  EXPECT_EQ(s.client(),
+            "T1 LOGIN fred s3cr3t\r\nT2 ENABLE QRESYNC\r\n"
+            "T3 LIST \"\" * RETURN (SUBSCRIBED STATUS (HIGHESTMODSEQ))\r\n");
+  EXPECT_EQ(s.session.state(), ConnectionState::not_authenticated);
+  EXPECT_OK(
+      s.server("T1 OK [CAPABILITY IMAP4rev1 ENABLE QRESYNC LIST-STATUS] Logged in\r\n"
+               "* ENABLED QRESYNC\r\nT2 OK enabled\r\n"));
+  EXPECT_FALSE(s.session.presuming_login());
+  EXPECT_EQ(s.session.state(), ConnectionState::authenticated);
+  EXPECT_TRUE(s.session.is_enabled("QRESYNC"));
+  EXPECT_FALSE(s.session.has_capability("CONDSTORE"));  // what the server said, not the presumed
+  EXPECT_EQ(s.client(), "");                            // the SELECT waits for the LIST
+  EXPECT_OK(s.server("* LIST () \"/\" INBOX\r\nT3 OK done\r\n"));
+  EXPECT_EQ(s.client(), "T4 SELECT INBOX\r\n");
+  EXPECT_TRUE(may_follow_login(CommandKind::enable));
+  EXPECT_FALSE(may_follow_login(CommandKind::select));
+  EXPECT_FALSE(may_follow_login(CommandKind::compress));  // never credentials and data in one
+}
+
+// A refused login ends the presumption: the capabilities are unknown again and the commands
+// behind it are the server's to refuse; ENABLED before authentication counts for nothing.
+TEST(Session, ARefusedPresumedLoginLeavesNothingPresumed) {
+  Script s;
+  presumed_login(s, "IMAP4rev1 AUTH=PLAIN");
+  ASSERT_TRUE(s.session.enable({"QRESYNC"}).ok());
+  EXPECT_EQ(s.client(), "T1 LOGIN fred s3cr3t\r\nT2 ENABLE QRESYNC\r\n");
+  EXPECT_OK(
+      s.server("T1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
+               "* ENABLED QRESYNC\r\nT2 BAD Not authenticated\r\n"));
+  EXPECT_FALSE(s.session.presuming_login());
+  EXPECT_EQ(s.session.state(), ConnectionState::not_authenticated);
+  EXPECT_FALSE(s.session.capabilities_known());
+  EXPECT_FALSE(s.session.is_enabled("QRESYNC"));
+  EXPECT_FALSE(s.session.enable({"QRESYNC"}).ok());
+}
+
+// Only a login that is the last command and needs no continuation can be presumed: behind a
+// synchronizing literal or a SASL exchange, a pipelined line would be read as its answer.
+TEST(Session, OnlyAOneLineLoginCanBePresumed) {
+  const std::set<std::string> presumed = {"IMAP4REV1", "ENABLE"};
+  {
+    Script s;
+    EXPECT_OK(s.server("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\r\n"));
+    EXPECT_FALSE(s.session.presume_login(presumed).ok());     // nothing submitted
+    ASSERT_TRUE(s.session.login("fred", "pass\"word").ok());  // a quoted string
+    EXPECT_OK(s.session.presume_login(presumed));
+  }
+  {
+    Script s;  // no LITERAL+: a password that needs a literal waits for "+"
+    EXPECT_OK(s.server("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\r\n"));
+    ASSERT_TRUE(s.session.login("fred", "line\nbreak").ok());
+    EXPECT_FALSE(s.session.presume_login(presumed).ok());
+    EXPECT_FALSE(s.session.presuming_login());
+  }
+  {
+    Script s;  // no SASL-IR: the credentials wait for "+"
+    EXPECT_OK(s.server("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\r\n"));
+    ASSERT_TRUE(s.session.authenticate_plain("fred", "s3cr3t").ok());
+    EXPECT_FALSE(s.session.presume_login(presumed).ok());
+  }
+  {
+    Script s;  // with SASL-IR it is one line
+    EXPECT_OK(s.server("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready\r\n"));
+    ASSERT_TRUE(s.session.authenticate_plain("fred", "s3cr3t").ok());
+    EXPECT_OK(s.session.presume_login(presumed));
+  }
 }
 
 // Behind a SELECT only a UID FETCH goes out at once; anything else waits for the SELECT's answer.

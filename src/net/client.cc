@@ -72,7 +72,8 @@ Status Client::fail(Error error) {
   return *failure_;
 }
 
-asio::awaitable<Result<std::unique_ptr<Client>>> Client::connect(Endpoint endpoint) {
+asio::awaitable<Result<std::unique_ptr<Client>>> Client::connect(
+    Endpoint endpoint, std::optional<RememberedCapabilities> remembered) {
   // Registered before anything can be logged: a secret never reaches a trace, whatever path.
   auto& log = Log::instance();
   log.add_secret(endpoint.password);
@@ -82,7 +83,7 @@ asio::awaitable<Result<std::unique_ptr<Client>>> Client::connect(Endpoint endpoi
   std::unique_ptr<Client> client(new Client(std::move(endpoint)));
   Status opened = co_await client->open_transport();
   if (!opened) co_return opened.error();
-  Status ready = co_await client->handshake();
+  Status ready = co_await client->handshake(remembered);
   if (!ready) co_return ready.error();
   co_return std::move(client);
 }
@@ -126,7 +127,7 @@ asio::awaitable<Status> Client::open_transport() {
   co_return ok_status();
 }
 
-asio::awaitable<Status> Client::handshake() {
+asio::awaitable<Status> Client::handshake(const std::optional<RememberedCapabilities>& remembered) {
   const auto& e = endpoint_;
   Status greeted = co_await pump([this] { return session_.greeting().has_value(); });
   if (!greeted) co_return greeted;
@@ -162,7 +163,7 @@ asio::awaitable<Status> Client::handshake() {
     if (!tls) co_return tls;
   }
   if (!info_.preauth) {
-    Status authenticated = co_await authenticate();
+    Status authenticated = co_await authenticate(remembered);
     if (!authenticated) co_return authenticated;
   } else {
     info_.auth_mechanism = "PREAUTH";
@@ -212,7 +213,8 @@ asio::awaitable<Status> Client::switch_to_tls() {
   co_return ok_status();
 }
 
-asio::awaitable<Status> Client::authenticate() {
+asio::awaitable<Status> Client::authenticate(
+    const std::optional<RememberedCapabilities>& remembered) {
   const auto& e = endpoint_;
   if (e.username.empty()) {
     co_return fail(Error(Errc::config, fmt::format("{}: no username configured and the server "
@@ -240,24 +242,86 @@ asio::awaitable<Status> Client::authenticate() {
     } else {
       continue;
     }
+    before_login_ = session_.capabilities();
+    // The server looks as it did to a connection that remembered what came after its login:
+    // presume the same again, so the first commands leave with the login (an OAuth login is
+    // never presumed: a refused token is answered with a challenge, which a pipelined line would
+    // answer).
+    if (submitted && remembered && remembered->before_login == before_login_ &&
+        (mechanism == "PLAIN" || mechanism == "LOGIN")) {
+      Status presumed = session_.presume_login(remembered->after_login);
+      if (presumed) {
+        pending_login_ = PendingLogin{*submitted, mechanism, remembered->after_login};
+        log_debug("{}: {} sent; presuming the capabilities the server announced last time", e.name,
+                  mechanism);
+        co_return ok_status();
+      }
+      log_debug("{}: not pipelining behind the login: {}", e.name, presumed.error().message);
+    }
     auto done = co_await wait(std::move(submitted));
     if (!done) co_return done.error();
-    if (!done->ok()) {
-      // An OAuth refusal comes with the server's JSON status (RFC 7628 §3.2.2): the evidence.
-      const std::string status = imap::sasl_error_status(*done);
-      co_return fail(
-          Error(Errc::auth,
-                fmt::format("{}: authentication as '{}' failed ({}): {}{}", e.name, e.username,
-                            mechanism, done->status.text,
-                            status.empty() ? "" : fmt::format(" (the server said {})", status))));
-    }
-    info_.auth_mechanism = mechanism;
-    log_debug("{}: authenticated as '{}' with {}", e.name, e.username, mechanism);
-    co_return ok_status();
+    if (!done->ok()) co_return fail(login_refused(*done, mechanism));
+    co_return login_done(mechanism);
   }
   co_return fail(Error(Errc::auth, fmt::format("{}: none of the configured mechanisms ({}) is "
                                                "offered by the server",
                                                e.name, fmt::join(e.auth, " "))));
+}
+
+Error Client::login_refused(const imap::Completion& done, const std::string& mechanism) {
+  // An OAuth refusal comes with the server's JSON status (RFC 7628 §3.2.2): the evidence.
+  const std::string status = imap::sasl_error_status(done);
+  return Error(Errc::auth,
+               fmt::format("{}: authentication as '{}' failed ({}): {}{}", endpoint_.name,
+                           endpoint_.username, mechanism, done.status.text,
+                           status.empty() ? "" : fmt::format(" (the server said {})", status)));
+}
+
+Status Client::login_done(const std::string& mechanism) {
+  info_.auth_mechanism = mechanism;
+  log_debug("{}: authenticated as '{}' with {}", endpoint_.name, endpoint_.username, mechanism);
+  return ok_status();
+}
+
+asio::awaitable<Result<bool>> Client::confirm_login() {
+  if (!pending_login_) co_return true;
+  const PendingLogin login = std::move(*pending_login_);
+  pending_login_.reset();
+  auto done = co_await wait(login.id);
+  if (!done) co_return done.error();
+  if (!done->ok()) {
+    Status refused = fail(login_refused(*done, login.mechanism));
+    co_return refused.error();
+  }
+  Status logged_in = login_done(login.mechanism);
+  if (!logged_in) co_return logged_in.error();
+  if (!session_.capabilities_known()) {
+    auto caps = co_await expect_ok(session_.capability(), "CAPABILITY");
+    if (!caps) co_return caps.error();
+  }
+  const bool held = session_.capabilities() == login.presumed;
+  if (!held) {
+    log_debug("{}: the capabilities after login are not the ones presumed: {}", endpoint_.name,
+              fmt::join(session_.capabilities(), " "));
+  }
+  co_return held;
+}
+
+asio::awaitable<Status> Client::confirmed() {
+  auto held = co_await confirm_login();
+  if (!held) co_return held.error();
+  if (!*held) {
+    co_return fail(Error(Errc::protocol,
+                         fmt::format("{}: the server's capabilities after login are not the ones "
+                                     "it announced to the last connection",
+                                     endpoint_.name)));
+  }
+  co_return ok_status();
+}
+
+std::optional<RememberedCapabilities> Client::capabilities_to_remember() const {
+  if (pending_login_ || info_.preauth || !session_.capabilities_known()) return std::nullopt;
+  return RememberedCapabilities{before_login_, session_.capabilities()};
 }
 
 Result<imap::CommandId> Client::authenticate_oauth(imap::OAuthMechanism mechanism) {
@@ -318,6 +382,11 @@ std::optional<imap::Completion> Client::take_completion(imap::CommandId id) {
 
 asio::awaitable<Result<imap::Completion>> Client::wait(Result<imap::CommandId> submitted) {
   if (!submitted) co_return submitted.error();
+  // A presumed login is answered before anything behind it: its outcome is read first.
+  if (pending_login_) {
+    Status held = co_await confirmed();
+    if (!held) co_return held.error();
+  }
   const imap::CommandId id = *submitted;
   std::optional<imap::Completion> completion;
   Status pumped = co_await pump([&] {
@@ -360,6 +429,10 @@ asio::awaitable<Result<imap::Completion>> Client::expect_ok(Result<imap::Command
 }
 
 asio::awaitable<Status> Client::await_unsolicited(Duration timeout) {
+  if (pending_login_) {
+    Status held = co_await confirmed();
+    if (!held) co_return held;
+  }
   if (session_.has_unsolicited()) co_return ok_status();
   Status flushed = co_await flush();
   if (!flushed) co_return flushed;

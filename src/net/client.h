@@ -8,6 +8,7 @@
 
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -58,6 +59,15 @@ struct ConnectionInfo {
   std::size_t discarded_before_tls = 0;  // bytes injected before the TLS handshake (discarded)
 };
 
+// What an earlier connection learned of a server, for pipelining behind the login: the
+// capabilities announced before authentication (the ones this connection must see again) and
+// after it (presumed until the login is answered).
+struct RememberedCapabilities {
+  std::set<std::string> before_login;
+  std::set<std::string> after_login;
+  friend bool operator==(const RememberedCapabilities&, const RememberedCapabilities&) = default;
+};
+
 // Where a streamed literal's body (imap::Chunk::external) comes from, piece by piece.
 class BodySource {
  public:
@@ -71,7 +81,25 @@ class Client {
   // Connects, reads the greeting, upgrades to TLS (implicit or STARTTLS), authenticates and
   // refreshes capabilities. Credentials are never sent over an unprotected TCP connection unless
   // STARTTLS = NO. Compression waits for compress().
-  static asio::awaitable<Result<std::unique_ptr<Client>>> connect(Endpoint endpoint);
+  //
+  // With `remembered`, and when the server announces the same capabilities before login as it
+  // did then, and the login is one line (LOGIN, AUTHENTICATE PLAIN with SASL-IR), connect()
+  // returns once the login is sent, presuming it will succeed with the capabilities remembered
+  // after it (imap::Session::presume_login): the caller's first commands leave with it. The
+  // first wait then reads the login's answer; or confirm_login() does, and tells whether the
+  // presumption held.
+  static asio::awaitable<Result<std::unique_ptr<Client>>> connect(
+      Endpoint endpoint, std::optional<RememberedCapabilities> remembered = std::nullopt);
+
+  // What a future connection may presume (nullopt while the login's answer is due).
+  std::optional<RememberedCapabilities> capabilities_to_remember() const;
+  bool login_pending() const { return pending_login_.has_value(); }
+  // Reads the answer to a presumed login: Errc::auth if refused (as connect() would have said),
+  // the connection's error if it failed; otherwise whether the capabilities the server
+  // announced after the login are the ones presumed. When they are not, what went out behind
+  // the login was built for another server: close this connection. True at once without a
+  // presumed login.
+  asio::awaitable<Result<bool>> confirm_login();
 
   // COMPRESS=DEFLATE if the endpoint asks for it and the server offers it; at once if it is on
   // already or not wanted. Its round trip is paid only once there is work worth compressing: a
@@ -122,8 +150,11 @@ class Client {
   explicit Client(Endpoint endpoint);
 
   asio::awaitable<Status> open_transport();
-  asio::awaitable<Status> handshake();
-  asio::awaitable<Status> authenticate();
+  asio::awaitable<Status> handshake(const std::optional<RememberedCapabilities>& remembered);
+  asio::awaitable<Status> authenticate(const std::optional<RememberedCapabilities>& remembered);
+  Error login_refused(const imap::Completion& done, const std::string& mechanism);
+  Status login_done(const std::string& mechanism);
+  asio::awaitable<Status> confirmed();
   Result<imap::CommandId> authenticate_oauth(imap::OAuthMechanism mechanism);
   asio::awaitable<Status> switch_to_tls();
 
@@ -152,6 +183,13 @@ class Client {
   std::uint64_t round_trips_ = 0;
   std::uint64_t sent_at_last_read_ = 0;  // plain_out when pump() last started a read
   std::optional<Duration> fastest_round_trip_;
+  struct PendingLogin {
+    imap::CommandId id = 0;
+    std::string mechanism;
+    std::set<std::string> presumed;  // the capabilities after it
+  };
+  std::optional<PendingLogin> pending_login_;
+  std::set<std::string> before_login_;  // the capabilities the login was chosen by
   std::optional<Error> failure_;
   BodySource* body_source_ = nullptr;  // set only during wait_streaming()
 };

@@ -387,6 +387,36 @@ Result<int> StateDb::schema_version() { return read_schema_version(*db_); }
 
 sql::Connection& StateDb::connection_for_testing() { return *db_; }
 
+// --- Notes ---
+
+namespace {
+Status check_note_key(std::string_view key) {
+  if (key.find('.') == std::string_view::npos) {
+    return Error(Errc::internal, fmt::format("note key '{}' has no namespace", key));
+  }
+  return ok_status();
+}
+}  // namespace
+
+Result<std::optional<std::string>> StateDb::note(std::string_view key) {
+  if (Status s = check_note_key(key); !s) return std::move(s).error();
+  auto q = db_->query("SELECT value FROM meta WHERE key = ?1");
+  if (!q) return std::move(q).error();
+  auto row = q->bind_text(1, key).step();
+  if (!row) return std::move(row).error();
+  if (!*row || q->is_null(0)) return std::optional<std::string>();
+  return std::optional<std::string>(q->text(0));
+}
+
+Status StateDb::set_note(std::string_view key, std::string_view value) {
+  if (Status s = check_note_key(key); !s) return s;
+  auto q = db_->query(
+      "INSERT INTO meta (key, value) VALUES (?1, ?2)"
+      " ON CONFLICT (key) DO UPDATE SET value = excluded.value");
+  if (!q) return std::move(q).error();
+  return q->bind_text(1, key).bind_text(2, value).run();
+}
+
 // --- Transactions ---
 
 Result<Transaction> StateDb::begin() {

@@ -204,6 +204,13 @@ class StateDb {
 
   Result<Transaction> begin();
 
+  // --- Notes kept between runs (the meta table) ---
+  // Facts about the servers that save work on the next run (what a server announced after
+  // login). Only a performance hint: nothing that decides what happens to mail. Keys are
+  // namespaced ("server.local"); the schema's own keys cannot be read or written this way.
+  Result<std::optional<std::string>> note(std::string_view key);
+  Status set_note(std::string_view key, std::string_view value);
+
   // --- Mailboxes ---
   // Adds a mailbox with no sync state on either side. Errc::internal if the name exists.
   Result<MailboxId> add_mailbox(std::string_view name, bool subscribed);

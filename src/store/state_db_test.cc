@@ -80,6 +80,26 @@ TEST_F(StateDbTest, AddedMailboxHasNoSyncStateAndIsFoundByNameAndId) {
   EXPECT_FALSE(missing_id->has_value());
 }
 
+// Notes outlive the connection (a reopened database has them) and never touch the schema's own
+// keys.
+TEST_F(StateDbTest, NotesAreKeptByKeyAndLeaveTheSchemaVersionAlone) {
+  const int version = db_->schema_version().value();
+  auto missing = db_->note("server.local");
+  ASSERT_TRUE(missing.ok());
+  EXPECT_FALSE(*missing);
+  ASSERT_TRUE(db_->set_note("server.local", "first").ok());
+  ASSERT_TRUE(db_->set_note("server.local", "second\nline").ok());
+  ASSERT_TRUE(db_->set_note("server.remote", "other").ok());
+  reopen();
+  auto kept = db_->note("server.local");
+  ASSERT_TRUE(kept.ok());
+  EXPECT_EQ(*kept, std::optional<std::string>("second\nline"));
+  EXPECT_EQ(db_->note("server.remote").value(), std::optional<std::string>("other"));
+  EXPECT_EQ(db_->set_note("schema_version", "99").error().code, Errc::internal);
+  EXPECT_EQ(db_->note("schema_version").error().code, Errc::internal);
+  EXPECT_EQ(db_->schema_version().value(), version);
+}
+
 TEST_F(StateDbTest, DuplicateOrEmptyMailboxNameIsRejected) {
   add("INBOX");
   auto again = db_->add_mailbox("INBOX", false);

@@ -729,80 +729,122 @@ asio::awaitable<Result<std::vector<std::string>>> Engine::reconcile_mailboxes() 
       if (m.selectable && !ignored(name)) names.insert(name);
     }
   }
-  std::vector<std::string> out;
+  // Each mailbox's fate is decided first, then the servers are asked all at once: the CREATEs
+  // of every new mailbox together (one round trip per depth of the tree), then every
+  // subscription change together, then the database. A first sync of a deep tree costs a few
+  // round trips, not two per mailbox.
+  struct Reconciled {
+    std::string name;
+    std::optional<store::Mailbox> record;
+    bool skip = false;
+  };
+  std::vector<Reconciled> mailboxes;
+  PerSide<std::vector<std::string>> to_create;
+  PerSide<std::vector<std::size_t>> created_index;  // to_create[side][k] is mailboxes[...]
   for (const auto& name : names) {
     auto record = db_.find_mailbox(name);
     if (!record) co_return record.error();
+    Reconciled m{name, std::move(*record)};
     PerSide<bool> present{};
     for (Side side : kSides) {
       auto it = listed_[side].find(name);
       present[side] = it != listed_[side].end() && it->second.selectable;
     }
-    bool skip = false;
     for (Side side : kSides) {
-      if (present[side]) continue;
-      if (*record) {
-        // InterIMAP's safety: a known mailbox that vanished from one side is never recreated
-        // (that would undo a deletion) nor deleted on the other side without being asked.
-        log_error(
-            "{}: mailbox '{}' is known but no longer exists on {}; nothing was changed. "
-            "Run 'twinbox --delete {}' to delete it on {} too, or 'twinbox --rename' if it "
-            "was renamed",
-            side_name(side), shown(name), side_name(side), shown(name), side_name(other(side)));
-        count_failure(
-            name, fmt::format("the mailbox is known but no longer exists on {}", side_name(side)));
-        skip = true;
-        break;
-      }
-      // New mailbox. Names are visited in order, so a selectable parent missing too was created
-      // just before; a server creates any other superior names itself (RFC 3501 §6.3.3), and
-      // creating them here would turn a \Noselect parent into a mailbox that exists on one side.
-      Status created = co_await stores_[side]->create(name);
-      if (!created && created.error().code == Errc::rejected) {
-        // The server refused the name (Courier keeps every folder under "INBOX."): this mailbox
-        // waits, the others go on. Nothing was recorded, so the next run tries again.
-        log_error("{}cannot create the mailbox: {}", log_prefix(side, name),
-                  created.error().message);
-        count_failure(name, fmt::format("{}: cannot create the mailbox: {}", side_name(side),
-                                        created.error().message));
-        skip = true;
-        break;
-      }
-      if (!created) co_return created.error();
-      log_info("{}created mailbox", log_prefix(side, name));
-      ListedMailbox made;
-      made.name = name;
-      listed_[side][name] = made;
+      if (present[side] || !m.record) continue;
+      // InterIMAP's safety: a known mailbox that vanished from one side is never recreated
+      // (that would undo a deletion) nor deleted on the other side without being asked.
+      log_error(
+          "{}: mailbox '{}' is known but no longer exists on {}; nothing was changed. "
+          "Run 'twinbox --delete {}' to delete it on {} too, or 'twinbox --rename' if it "
+          "was renamed",
+          side_name(side), shown(name), side_name(side), shown(name), side_name(other(side)));
+      count_failure(
+          name, fmt::format("the mailbox is known but no longer exists on {}", side_name(side)));
+      m.skip = true;
+      break;
     }
-    if (skip) continue;
-    // Subscriptions: a side that differs from the recorded state changed it; a new mailbox is
-    // subscribed on both sides if it is on either.
+    if (!m.skip) {
+      // A new mailbox. Names are in order, so a selectable parent missing too is created before
+      // (or with) it; a server creates any other superior names itself (RFC 3501 §6.3.3), and
+      // creating them here would turn a \Noselect parent into a mailbox that exists on one side.
+      for (Side side : kSides) {
+        if (present[side]) continue;
+        to_create[side].push_back(name);
+        created_index[side].push_back(mailboxes.size());
+      }
+    }
+    mailboxes.push_back(std::move(m));
+  }
+  auto create_local = stores_[Side::local]->create_all(to_create[Side::local]);
+  auto create_remote = stores_[Side::remote]->create_all(to_create[Side::remote]);
+  auto created = co_await both(std::move(create_local), std::move(create_remote));
+  for (Side side : kSides) {
+    if (!created[side]) co_return created[side].error();
+    for (std::size_t k = 0; k < to_create[side].size(); ++k) {
+      Reconciled& m = mailboxes[created_index[side][k]];
+      const Status& outcome = (*created[side])[k];
+      if (!outcome) {
+        // The server refused the name (Courier keeps every folder under "INBOX."): this
+        // mailbox waits, the others go on. Nothing is recorded, so the next run tries again.
+        log_error("{}cannot create the mailbox: {}", log_prefix(side, m.name),
+                  outcome.error().message);
+        count_failure(m.name, fmt::format("{}: cannot create the mailbox: {}", side_name(side),
+                                          outcome.error().message));
+        m.skip = true;
+        continue;
+      }
+      log_info("{}created mailbox", log_prefix(side, m.name));
+      ListedMailbox made;
+      made.name = m.name;
+      listed_[side][m.name] = made;
+    }
+  }
+  // Subscriptions: a side that differs from the recorded state changed it; a new mailbox is
+  // subscribed on both sides if it is on either.
+  PerSide<std::vector<std::pair<std::string, bool>>> subscriptions;
+  std::vector<bool> wanted_of(mailboxes.size(), false);
+  for (std::size_t i = 0; i < mailboxes.size(); ++i) {
+    const Reconciled& m = mailboxes[i];
+    if (m.skip) continue;
     PerSide<bool> subscribed{};
-    for (Side side : kSides) subscribed[side] = listed_[side][name].subscribed;
+    for (Side side : kSides) subscribed[side] = listed_[side][m.name].subscribed;
     bool wanted = subscribed[Side::local] || subscribed[Side::remote];
-    if (*record) {
-      const bool before = (*record)->subscribed;
+    if (m.record) {
+      const bool before = m.record->subscribed;
       wanted = before;
       for (Side side : kSides) {
         if (subscribed[side] != before) wanted = subscribed[side];
       }
     }
+    wanted_of[i] = wanted;
     for (Side side : kSides) {
-      if (subscribed[side] == wanted) continue;
-      Status changed = co_await stores_[side]->subscribe(name, wanted);
-      if (!changed) co_return changed.error();
-      log_info("{}{}", log_prefix(side, name), wanted ? "subscribed" : "unsubscribed");
+      if (subscribed[side] != wanted) subscriptions[side].emplace_back(m.name, wanted);
     }
-    if (*record) {
-      if ((*record)->subscribed != wanted) {
-        Status saved = db_.set_subscribed((*record)->id, wanted);
+  }
+  auto subscribe_local = stores_[Side::local]->subscribe_all(subscriptions[Side::local]);
+  auto subscribe_remote = stores_[Side::remote]->subscribe_all(subscriptions[Side::remote]);
+  auto subscribed = co_await both(std::move(subscribe_local), std::move(subscribe_remote));
+  for (Side side : kSides) {
+    if (!subscribed[side]) co_return subscribed[side].error();
+    for (const auto& [name, on] : subscriptions[side]) {
+      log_info("{}{}", log_prefix(side, name), on ? "subscribed" : "unsubscribed");
+    }
+  }
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < mailboxes.size(); ++i) {
+    const Reconciled& m = mailboxes[i];
+    if (m.skip) continue;
+    if (m.record) {
+      if (m.record->subscribed != wanted_of[i]) {
+        Status saved = db_.set_subscribed(m.record->id, wanted_of[i]);
         if (!saved) co_return saved.error();
       }
     } else {
-      auto added = db_.add_mailbox(name, wanted);
+      auto added = db_.add_mailbox(m.name, wanted_of[i]);
       if (!added) co_return added.error();
     }
-    out.push_back(name);
+    out.push_back(m.name);
   }
   summary_.mailboxes_seen = out.size();
   co_return out;

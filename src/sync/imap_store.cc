@@ -8,6 +8,7 @@
 #include "base/log.h"
 #include "imap/mailbox_name.h"
 #include "sync/capabilities.h"
+#include "sync/digest.h"
 
 namespace twinbox::sync {
 
@@ -64,6 +65,7 @@ bool ImapStore::has(std::string_view capability) const {
 
 Status ImapStore::prepare(Tier limit) {
   auto& s = client_->session();
+  limit_ = limit;
   tier_ = best_tier([&](std::string_view name) { return has(name); }, limit);
   if (tier_ != Tier::qresync) {
     log_debug("{}: change detection: {}", side_name(side_), tier_name(tier_));
@@ -94,6 +96,50 @@ asio::awaitable<Status> ImapStore::enabled() {
     tier_ = Tier::condstore;
   }
   co_return ok_status();
+}
+
+asio::awaitable<Result<bool>> ImapStore::settle_login() {
+  auto held = co_await client_->confirm_login();
+  if (held && *held) co_return true;
+  if (!held) {
+    Status again = co_await abandon_presumption(held.error());
+    if (!again) co_return again.error();
+    co_return false;
+  }
+  if (connector_ == nullptr) {
+    co_return Error(Errc::protocol,
+                    fmt::format("{}: the server's capabilities after login are not the ones it "
+                                "announced to the last connection",
+                                side_name(side_)));
+  }
+  log_info("{}: the server's capabilities changed since the last connection; connecting again",
+           side_name(side_));
+  co_return co_await reconnect(false);
+}
+
+asio::awaitable<Status> ImapStore::abandon_presumption(const Error& error) {
+  // A refused login is the user's to fix; without a connector there is no connection to redo.
+  if (error.code == Errc::auth || connector_ == nullptr) co_return error;
+  // Cyrus 3.6 answers AUTHENTICATE with SASL-IR, then runs it again from what followed it
+  // ("BAD Already authenticated" for a tag it has answered); others may drop the connection.
+  log_warning(
+      "{}: the server failed the commands pipelined behind the login ({}); connecting again "
+      "without, and not pipelining behind this server's login from now on",
+      side_name(side_), error.message);
+  auto reconnected = co_await reconnect(true);
+  if (!reconnected) co_return reconnected.error();
+  co_return ok_status();
+}
+
+asio::awaitable<Result<bool>> ImapStore::reconnect(bool refused) {
+  client_->close();
+  auto fresh = co_await connector_->connect_again(side_, refused);
+  if (!fresh) co_return fresh.error();
+  client_ = std::move(*fresh);
+  enabling_.reset();
+  Status prepared = prepare(limit_);
+  if (!prepared) co_return prepared.error();
+  co_return false;
 }
 
 asio::awaitable<Status> ImapStore::prepare_for_work() {
@@ -159,9 +205,16 @@ Result<std::string> ImapStore::server_name(const std::string& internal) const {
 
 asio::awaitable<Result<std::vector<ListedMailbox>>> ImapStore::list(
     const std::vector<std::string>& patterns, const std::vector<std::string>& select_opts) {
+  const bool any_hierarchical = std::any_of(patterns.begin(), patterns.end(), hierarchical);
+  // Only a LIST-EXTENDED LIST of patterns without the delimiter goes out with a presumed login;
+  // anything else reads the login's answer first.
+  if (client_->login_pending() && (any_hierarchical || !has("LIST-EXTENDED"))) {
+    auto stands = co_await settle_login();
+    if (!stands) co_return stands.error();
+  }
   auto& s = client_->session();
   // list-mailbox patterns use NUL for "the delimiter" (InterIMAP): substitute this side's.
-  if (std::any_of(patterns.begin(), patterns.end(), hierarchical)) {
+  if (any_hierarchical) {
     Status learned = co_await learn_delimiter();
     if (!learned) co_return learned.error();
   }
@@ -187,10 +240,28 @@ asio::awaitable<Result<std::vector<ListedMailbox>>> ImapStore::list(
     options.return_items = {"SUBSCRIBED"};
     if (list_status) options.status_items = status_items();
     auto submitted = s.list("", server_patterns, options);
+    const bool presumed = client_->login_pending();
+    if (presumed) {
+      // The LIST leaves with the login and the ENABLE: one round trip for the three.
+      auto stands = co_await settle_login();
+      if (!stands) co_return stands.error();
+      if (!*stands) co_return co_await list(patterns, select_opts);  // on the new connection
+    }
     // The ENABLE went out before this LIST: both answers come in one round trip.
+    Result<imap::Completion> done = Error(Errc::internal, "LIST not sent");
     Status ready = co_await enabled();
-    if (!ready) co_return ready.error();
-    auto done = co_await client_->expect_ok(std::move(submitted), "LIST");
+    if (ready) {
+      done = co_await client_->expect_ok(std::move(submitted), "LIST");
+    } else {
+      done = ready.error();
+    }
+    if (!done && presumed) {
+      // Whatever went wrong behind a presumed login may be the presumption's doing: once more
+      // on a connection that presumes nothing (and the error, if that one fails too).
+      Status again = co_await abandon_presumption(done.error());
+      if (!again) co_return again.error();
+      co_return co_await list(patterns, select_opts);
+    }
     if (!done) co_return done.error();
     // ENABLE not confirmed: the tier is CONDSTORE, whose STATUS items differ (MESSAGES).
     if (tier_ != asked_for) co_return co_await list(patterns, select_opts);
@@ -328,32 +399,80 @@ asio::awaitable<Status> ImapStore::status_of(std::vector<ListedMailbox>& mailbox
 }
 
 asio::awaitable<Status> ImapStore::create(const std::string& internal) {
-  auto name = co_await wire_name(internal);
-  if (!name) co_return name.error();
-  auto& s = client_->session();
-  auto command = imap::CommandBuilder("CREATE", s.wire_options()).mailbox(*name).build();
-  if (!command) co_return command.error();
-  auto submitted = s.submit(std::move(*command));
-  auto done = co_await client_->wait(std::move(submitted));
-  if (!done) co_return done.error();
-  // ALREADYEXISTS is success for us: another client (or an earlier run) made it.
-  if (!done->ok() && done->status.code.kind != imap::CodeKind::already_exists) {
-    co_return rejected(side_, fmt::format("CREATE {}", printable(*name)), *done);
+  const std::vector<std::string> one = {internal};
+  auto created = co_await create_all(one);
+  if (!created) co_return created.error();
+  co_return std::move(created->front());
+}
+
+asio::awaitable<Result<std::vector<Status>>> ImapStore::create_all(
+    const std::vector<std::string>& internals) {
+  std::vector<Status> out(internals.size(), ok_status());
+  // Internal names use NUL for the delimiter: its count is the depth.
+  std::map<std::size_t, std::vector<std::size_t>> by_depth;
+  for (std::size_t i = 0; i < internals.size(); ++i) {
+    by_depth[std::count(internals[i].begin(), internals[i].end(), '\0')].push_back(i);
   }
-  co_return ok_status();
+  auto& s = client_->session();
+  for (const auto& [depth, indices] : by_depth) {
+    std::vector<std::pair<std::size_t, std::string>> sent;  // index, wire name
+    std::vector<imap::CommandId> ids;
+    for (std::size_t i : indices) {
+      auto name = co_await wire_name(internals[i]);
+      if (!name) co_return name.error();
+      auto command = imap::CommandBuilder("CREATE", s.wire_options()).mailbox(*name).build();
+      if (!command) co_return command.error();
+      auto submitted = s.submit(std::move(*command));
+      if (!submitted) co_return submitted.error();
+      ids.push_back(*submitted);
+      sent.emplace_back(i, std::move(*name));
+    }
+    auto done = co_await client_->wait_all(std::move(ids));
+    if (!done) co_return done.error();
+    for (std::size_t k = 0; k < sent.size(); ++k) {
+      const imap::Completion& answer = (*done)[k];
+      // ALREADYEXISTS is success for us: another client (or an earlier run) made it.
+      if (!answer.ok() && answer.status.code.kind != imap::CodeKind::already_exists) {
+        out[sent[k].first] =
+            rejected(side_, fmt::format("CREATE {}", printable(sent[k].second)), answer);
+      }
+    }
+  }
+  co_return out;
 }
 
 asio::awaitable<Status> ImapStore::subscribe(const std::string& internal, bool on) {
-  auto name = co_await wire_name(internal);
-  if (!name) co_return name.error();
+  const std::vector<std::pair<std::string, bool>> one = {{internal, on}};
+  co_return co_await subscribe_all(one);
+}
+
+asio::awaitable<Status> ImapStore::subscribe_all(
+    const std::vector<std::pair<std::string, bool>>& subscriptions) {
   auto& s = client_->session();
-  auto command = imap::CommandBuilder(on ? "SUBSCRIBE" : "UNSUBSCRIBE", s.wire_options())
-                     .mailbox(*name)
-                     .build();
-  if (!command) co_return command.error();
-  auto submitted = s.submit(std::move(*command));
-  auto done = co_await client_->expect_ok(std::move(submitted), on ? "SUBSCRIBE" : "UNSUBSCRIBE");
+  std::vector<imap::CommandId> ids;
+  for (const auto& [internal, on] : subscriptions) {
+    auto name = co_await wire_name(internal);
+    if (!name) co_return name.error();
+    auto command = imap::CommandBuilder(on ? "SUBSCRIBE" : "UNSUBSCRIBE", s.wire_options())
+                       .mailbox(*name)
+                       .build();
+    if (!command) co_return command.error();
+    auto submitted = s.submit(std::move(*command));
+    if (!submitted) co_return submitted.error();
+    ids.push_back(*submitted);
+  }
+  // Every answer is read before the first refusal is returned: none is left behind.
+  auto done = co_await client_->wait_all(std::move(ids));
   if (!done) co_return done.error();
+  for (std::size_t k = 0; k < done->size(); ++k) {
+    const imap::Completion& answer = (*done)[k];
+    if (!answer.ok()) {
+      co_return Error(
+          Errc::rejected,
+          fmt::format("{}: {} failed: {}", client_->endpoint().name,
+                      subscriptions[k].second ? "SUBSCRIBE" : "UNSUBSCRIBE", answer.status.text));
+    }
+  }
   co_return ok_status();
 }
 
@@ -1549,9 +1668,16 @@ asio::awaitable<void> ImapStore::logout() { co_await client_->logout(); }
 
 asio::awaitable<Result<std::unique_ptr<MailStore>>> ImapConnector::open(Side side,
                                                                         const MailStore* sibling) {
-  auto client = co_await net::Client::connect(endpoints_[side]);
+  // Only a lane's first connection presumes: its LIST is the one that gains; the others open
+  // while a run is under way, and their answers are read at once.
+  const bool first = sibling == nullptr;
+  std::optional<net::RememberedCapabilities> remembered;
+  if (first) remembered = recall(side);
+  auto client = co_await net::Client::connect(endpoints_[side], std::move(remembered));
   if (!client) co_return client.error();
+  if (first) remember(side, **client);
   auto store = std::make_unique<ImapStore>(side, std::move(*client), references_[side]);
+  store->set_connector(this);
   Status prepared = store->prepare(limits_[side]);
   if (!prepared) co_return prepared.error();
   // Another connection to the same server already listed it: same delimiter, no LIST needed.
@@ -1620,6 +1746,127 @@ asio::awaitable<Result<std::string>> BodyPieces::next_piece() {
   }
   delivered_ += piece->size();
   co_return std::move(*piece);
+}
+
+}  // namespace twinbox::sync
+
+namespace twinbox::sync {
+
+namespace {
+constexpr std::string_view kNoteMagic = "twinbox-capabilities 1";
+
+std::string note_key(Side side) { return fmt::format("server.{}", side_name(side)); }
+
+std::set<std::string> words(std::string_view text) {
+  std::set<std::string> out;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    const std::size_t end = std::min(text.find(' ', start), text.size());
+    if (end > start) out.emplace(text.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
+}
+}  // namespace
+
+std::string ImapConnector::endpoint_hash(const net::Endpoint& e) {
+  // Another server, account or way in makes the note void. A hash, so that a tunnel's command
+  // is not copied into the database.
+  const std::string_view type = e.type == net::EndpointType::imap    ? "imap"
+                                : e.type == net::EndpointType::imaps ? "imaps"
+                                                                     : "tunnel";
+  return sha256_hex(fmt::format("{}\n{}\n{}\n{}\n{}\n{}", type, e.host, e.port, e.username,
+                                e.command, e.proxy ? e.proxy->host + ":" + e.proxy->port : ""));
+}
+
+std::string ImapConnector::format_note(const Note& note) {
+  return fmt::format("{}\nendpoint {}\npresume {}\nbefore-login {}\nafter-login {}\n", kNoteMagic,
+                     note.endpoint, note.presume ? "yes" : "no",
+                     fmt::join(note.capabilities.before_login, " "),
+                     fmt::join(note.capabilities.after_login, " "));
+}
+
+std::optional<ImapConnector::Note> ImapConnector::parse_note(std::string_view text) {
+  std::vector<std::string_view> lines;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    const std::size_t end = std::min(text.find('\n', start), text.size());
+    lines.push_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  const auto field = [&](std::size_t i, std::string_view name) -> std::optional<std::string_view> {
+    if (i >= lines.size() || !lines[i].starts_with(name) || lines[i].size() < name.size() + 1 ||
+        lines[i][name.size()] != ' ') {
+      return std::nullopt;
+    }
+    return lines[i].substr(name.size() + 1);
+  };
+  if (lines.size() != 5 || lines[0] != kNoteMagic) return std::nullopt;
+  auto endpoint = field(1, "endpoint");
+  auto presume = field(2, "presume");
+  auto before = field(3, "before-login");
+  auto after = field(4, "after-login");
+  if (!endpoint || !presume || !before || !after || (*presume != "yes" && *presume != "no")) {
+    return std::nullopt;
+  }
+  Note note;
+  note.endpoint = std::string(*endpoint);
+  note.presume = *presume == "yes";
+  note.capabilities.before_login = words(*before);
+  note.capabilities.after_login = words(*after);
+  return note;
+}
+
+std::optional<ImapConnector::Note> ImapConnector::read_note(Side side) {
+  if (notes_ == nullptr) return std::nullopt;
+  if (!note_read_[side]) {
+    note_read_[side] = true;
+    auto text = notes_->note(note_key(side));
+    if (!text) {
+      log_debug("{}: {}", side_name(side), text.error().message);
+    } else if (*text) {
+      note_[side] = parse_note(**text);
+      if (!note_[side])
+        log_debug("{}: ignoring an unreadable {} note", side_name(side), note_key(side));
+    }
+  }
+  return note_[side];
+}
+
+std::optional<net::RememberedCapabilities> ImapConnector::recall(Side side) {
+  auto note = read_note(side);
+  if (!note || !note->presume || note->endpoint != endpoint_hash(endpoints_[side])) {
+    return std::nullopt;
+  }
+  return note->capabilities;
+}
+
+void ImapConnector::remember(Side side, const net::Client& client, bool refused) {
+  if (notes_ == nullptr) return;
+  auto capabilities = client.capabilities_to_remember();
+  if (!capabilities) return;
+  Note note{endpoint_hash(endpoints_[side]), !refused, std::move(*capabilities)};
+  auto old = read_note(side);
+  // A server that refused once is not presumed with again, whatever it announces later.
+  if (old && old->endpoint == note.endpoint && !old->presume) note.presume = false;
+  if (old && old->endpoint == note.endpoint && old->presume == note.presume &&
+      old->capabilities == note.capabilities) {
+    return;  // nothing new: a run that changes nothing writes nothing
+  }
+  Status written = notes_->set_note(note_key(side), format_note(note));
+  if (!written) {
+    log_debug("{}: could not note the server's capabilities: {}", side_name(side),
+              written.error().message);
+    return;
+  }
+  note_[side] = std::move(note);
+}
+
+asio::awaitable<Result<std::unique_ptr<net::Client>>> ImapConnector::connect_again(Side side,
+                                                                                   bool refused) {
+  auto client = co_await net::Client::connect(endpoints_[side]);
+  if (client) remember(side, **client, refused);
+  co_return client;
 }
 
 }  // namespace twinbox::sync

@@ -20,11 +20,15 @@
 
 namespace twinbox::sync {
 
+class ImapConnector;
+
 class ImapStore : public MailStore {
  public:
   ImapStore(Side side, std::unique_ptr<net::Client> client, std::string list_reference);
 
   net::Client& client() { return *client_; }
+  // Where a fresh connection comes from when a presumed login does not hold (list()).
+  void set_connector(ImapConnector* connector) { connector_ = connector; }
   // Takes the delimiter another connection to the same server learned, if it knows it.
   void adopt_delimiter(const ImapStore& other) {
     if (!other.delimiter_known_) return;
@@ -49,6 +53,14 @@ class ImapStore : public MailStore {
       const std::vector<std::string>& select_opts) override;
   asio::awaitable<Status> create(const std::string& internal) override;
   asio::awaitable<Status> subscribe(const std::string& internal, bool on) override;
+  // The CREATEs of one depth of the hierarchy go out together, one round trip per depth: a
+  // CREATE never travels with that of a name above it (a server that runs pipelined commands
+  // concurrently could make the parent first, as a \Noselect name).
+  asio::awaitable<Result<std::vector<Status>>> create_all(
+      const std::vector<std::string>& internals) override;
+  // Every (UN)SUBSCRIBE at once: one round trip.
+  asio::awaitable<Status> subscribe_all(
+      const std::vector<std::pair<std::string, bool>>& subscriptions) override;
   asio::awaitable<Status> remove(const std::string& internal) override;
   asio::awaitable<Status> rename(const std::string& from, const std::string& to) override;
 
@@ -155,6 +167,17 @@ class ImapStore : public MailStore {
   void hold_body(imap::FetchData& fetched);
   // The answer to prepare()'s ENABLE, read once before anything that depends on the tier.
   asio::awaitable<Status> enabled();
+  // Reads the answer to a presumed login (net::Client::connect). True when this connection
+  // stands; false when it has been replaced by a fresh one, without presuming, because the
+  // server's capabilities changed or the connection failed before the login's answer (a
+  // server that does not take commands pipelined behind a login): ask again on the new one.
+  asio::awaitable<Result<bool>> settle_login();
+  // After `error` in what went out behind a presumed login: a new connection that presumes
+  // nothing, and a note that this server is not to be presumed with again; `error` itself when
+  // it is the user's (a refused login) or there is no connector.
+  asio::awaitable<Status> abandon_presumption(const Error& error);
+  // A new connection in place of this one (connector_), prepared as it was; false.
+  asio::awaitable<Result<bool>> reconnect(bool refused);
   bool utf8() const;
   bool has(std::string_view capability) const;
   // LIST and LSUB per pattern, for servers without LIST-EXTENDED; STATUS of each mailbox when
@@ -214,6 +237,8 @@ class ImapStore : public MailStore {
 
   Side side_;
   std::unique_ptr<net::Client> client_;
+  ImapConnector* connector_ = nullptr;
+  Tier limit_ = Tier::qresync;  // prepare()'s, for a replaced connection
   std::string reference_;
   std::optional<char> delimiter_;  // nullopt with delimiter_known_: a flat server
   bool delimiter_known_ = false;
@@ -234,20 +259,49 @@ class ImapStore : public MailStore {
 };
 
 // Connects to the configured servers: net::Client::connect, then prepare().
+//
+// With a state database, it notes what each server announced before and after login (a note
+// per side, tied to the endpoint by a hash of its type, host, port, user and command), and the
+// first connection of a run to that server presumes the same again: its ENABLE and first LIST
+// go out with the login, one round trip instead of two. A presumption that fails (the
+// capabilities changed: connect again; the connection failed before the login's answer: connect
+// again and never presume with that server) costs one connection, never a wrong command.
 class ImapConnector : public StoreConnector {
  public:
   ImapConnector(PerSide<net::Endpoint> endpoints, PerSide<std::string> list_references,
-                PerSide<Tier> limits = {{Tier::qresync, Tier::qresync}})
+                PerSide<Tier> limits = {{Tier::qresync, Tier::qresync}},
+                store::StateDb* notes = nullptr)
       : endpoints_(std::move(endpoints)),
         references_(std::move(list_references)),
-        limits_(limits) {}
+        limits_(limits),
+        notes_(notes) {}
   asio::awaitable<Result<std::unique_ptr<MailStore>>> open(Side side,
                                                            const MailStore* sibling) override;
+  // A connection that presumes nothing, after a presumption failed (`refused`: the server did
+  // not answer the login with commands behind it, so none will be presumed with it again).
+  asio::awaitable<Result<std::unique_ptr<net::Client>>> connect_again(Side side, bool refused);
+
+  // The note's text, and what it says (nullopt: nothing to presume). Public for tests.
+  struct Note {
+    std::string endpoint;  // hash of the endpoint's identity
+    bool presume = true;
+    net::RememberedCapabilities capabilities;
+  };
+  static std::string format_note(const Note& note);
+  static std::optional<Note> parse_note(std::string_view text);
+  static std::string endpoint_hash(const net::Endpoint& endpoint);
 
  private:
+  std::optional<net::RememberedCapabilities> recall(Side side);
+  void remember(Side side, const net::Client& client, bool refused = false);
+  std::optional<Note> read_note(Side side);
+
   PerSide<net::Endpoint> endpoints_;
   PerSide<std::string> references_;
   PerSide<Tier> limits_;
+  store::StateDb* notes_;
+  PerSide<std::optional<Note>> note_;  // as read or last written
+  PerSide<bool> note_read_{};
 };
 
 // One message body of the selected mailbox read with pipelined partial FETCHes

@@ -91,6 +91,42 @@ TEST(ImapStoreTiers, EnableWithoutEnabledFallsBackToCondstore) {
   EXPECT_TRUE(script_completed(*store, server));
 }
 
+// A new tree costs a round trip per depth, whatever its width: the CREATEs of one depth go out
+// together (never with one below them), the subscriptions all at once; a refused name is that
+// name's failure, not the others'.
+TEST(ImapStoreTiers, NewMailboxesAreCreatedADepthAtATimeAndSubscribedTogether) {
+  Script script = logged_in("IMAP4rev1 LITERAL+");
+  script.expect_tagged_line("CREATE A", "a")
+      .expect_tagged_line("CREATE B", "b")
+      .send("{tag:a} OK made\r\n{tag:b} NO [CANNOT] not here\r\n")
+      .expect_tagged_line("LIST \"\" \"\"")  // the delimiter, once a name needs it
+      .send("* LIST (\\Noselect) \"/\" \"\"\r\n{tag} OK done\r\n")
+      .expect_tagged_line("CREATE A/x", "ax")
+      .expect_tagged_line("CREATE A/y", "ay")
+      .send("{tag:ax} NO [ALREADYEXISTS] exists\r\n{tag:ay} OK made\r\n")
+      .expect_tagged_line("SUBSCRIBE A", "sa")
+      .expect_tagged_line("UNSUBSCRIBE A/x", "sx")
+      .send("{tag:sa} OK\r\n{tag:sx} OK\r\n");
+  FakeServer server(std::move(script));
+  auto store = open_store(server, Tier::plain);
+  ASSERT_TRUE(store);
+  const std::string nul(1, '\0');
+  const std::vector<std::string> names = {"A", "A" + nul + "x", "A" + nul + "y", "B"};
+  auto created = net::run_coroutine(store->create_all(names));
+  ASSERT_TRUE(created.ok()) << created.error().to_string() << server.describe();
+  ASSERT_EQ(created->size(), 4u);
+  EXPECT_TRUE((*created)[0].ok());
+  EXPECT_TRUE((*created)[1].ok());  // ALREADYEXISTS: someone made it
+  EXPECT_TRUE((*created)[2].ok());
+  ASSERT_FALSE((*created)[3].ok());
+  EXPECT_EQ((*created)[3].error().code, Errc::rejected);
+  EXPECT_NE((*created)[3].error().message.find("not here"), std::string::npos);
+  const std::vector<std::pair<std::string, bool>> subscriptions = {{"A", true},
+                                                                   {"A" + nul + "x", false}};
+  EXPECT_TRUE(net::run_coroutine(store->subscribe_all(subscriptions)).ok());
+  EXPECT_TRUE(script_completed(*store, server));
+}
+
 // LIST of "*" with these selection options; a listing of exactly one mailbox, or an error.
 Result<std::vector<ListedMailbox>> list_everything(MailStore& store,
                                                    std::vector<std::string> select_opts) {

@@ -39,6 +39,26 @@ void update_status(ListedMailbox& m, const ListedMailbox& heard) {
 
 asio::awaitable<Status> MailStore::prepare_for_work() { co_return ok_status(); }
 
+asio::awaitable<Result<std::vector<Status>>> MailStore::create_all(
+    const std::vector<std::string>& names) {
+  std::vector<Status> out;
+  for (const auto& name : names) {
+    Status created = co_await create(name);
+    if (!created && created.error().code != Errc::rejected) co_return created.error();
+    out.push_back(std::move(created));
+  }
+  co_return out;
+}
+
+asio::awaitable<Status> MailStore::subscribe_all(
+    const std::vector<std::pair<std::string, bool>>& subscriptions) {
+  for (const auto& [name, on] : subscriptions) {
+    Status changed = co_await subscribe(name, on);
+    if (!changed) co_return changed;
+  }
+  co_return ok_status();
+}
+
 asio::awaitable<Result<std::optional<Settled>>> MailStore::append_and_settle(
     const std::string& name, std::vector<OutgoingMessage> messages, ModSeq modseq, Uid uidnext,
     const std::function<Status(const Appended&)>& on_appended) {

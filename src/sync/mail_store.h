@@ -222,6 +222,15 @@ class MailStore {
   // Succeeds when the mailbox exists afterwards (made by us or by someone else).
   virtual asio::awaitable<Status> create(const std::string& name) = 0;
   virtual asio::awaitable<Status> subscribe(const std::string& name, bool on) = 0;
+  // create() of each name, in order, as few round trips as the store can: one Status per name
+  // (Errc::rejected: the server refused that name); an Error when the connection failed.
+  // By default one create() after the other.
+  virtual asio::awaitable<Result<std::vector<Status>>> create_all(
+      const std::vector<std::string>& names);
+  // subscribe() of each (name, on), in order, as few round trips as the store can; the first
+  // failure. By default one subscribe() after the other.
+  virtual asio::awaitable<Status> subscribe_all(
+      const std::vector<std::pair<std::string, bool>>& subscriptions);
   virtual asio::awaitable<Status> remove(const std::string& name) = 0;
   // Inferiors follow (RFC 9051 §6.3.6).
   virtual asio::awaitable<Status> rename(const std::string& from, const std::string& to) = 0;

@@ -225,6 +225,9 @@ TEST_P(SyncOtherServers, PairedWithDovecotSyncsChangesAndStops) {
   RunResult last = run();
   ASSERT_TRUE(ran_ok(last));
   EXPECT_TRUE(reports_no_changes(last));
+  // A server that fails commands pipelined behind its login (Cyrus 3.6 runs an AUTHENTICATE
+  // with SASL-IR twice) costs one extra connection in one run, noted, never again.
+  EXPECT_THAT(last.err, ::testing::Not(::testing::HasSubstr("pipelined behind the login")));
 
   if (std::string(kind.name) != "Courier") return;
   // A top-level folder cannot exist on Courier: that mailbox fails (exit status 1, the server's
