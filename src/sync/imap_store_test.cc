@@ -628,6 +628,79 @@ TEST(ImapStoreTiers, AnAppendAnsweredBeforeTheConnectionDropsIsStillRecorded) {
   server.wait();
 }
 
+// An APPEND refused with the settle behind it: an error with the server's words, nothing handed
+// over to be recorded, and the settle's answers read (none is left to be taken for another's).
+TEST(ImapStoreTiers, ARefusedAppendWithTheSettleBehindItIsAnErrorAndRecordsNothing) {
+  Script script = append_with_settle_behind();
+  script.send(
+      "{tag:append} NO [OVERQUOTA] Quota exceeded (mailbox for user is full)\r\n"
+      "{tag:changed} OK done\r\n{tag:above} OK done\r\n");
+  FakeServer server(std::move(script));
+  auto store = open_store(server);
+  ASSERT_TRUE(store);
+  auto [recorded_uids, settled] = select_then_append_and_settle(*store);
+  ASSERT_FALSE(settled.ok());
+  EXPECT_EQ(settled.error().code, Errc::rejected);
+  EXPECT_NE(settled.error().message.find("Quota exceeded"), std::string::npos)
+      << settled.error().message;
+  EXPECT_TRUE(recorded_uids.empty());
+  EXPECT_TRUE(script_completed(*store, server));
+}
+
+// An APPEND answered OK without APPENDUID on a server that announced UIDPLUS: which UIDs it made
+// is unknown, so nothing is recorded and the error says why (the next run pairs the copy by
+// content from the intent recorded before the APPEND).
+TEST(ImapStoreTiers, AnAppendWithoutAppenduidBeforeTheSettleIsAProtocolError) {
+  Script script = append_with_settle_behind();
+  script.send(
+      "{tag:append} OK appended\r\n{tag:changed} OK done\r\n"
+      "* 4 FETCH (UID 6 RFC822.SIZE 5 FLAGS () INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" "
+      "MODSEQ (13))\r\n{tag:above} OK done\r\n");
+  FakeServer server(std::move(script));
+  auto store = open_store(server);
+  ASSERT_TRUE(store);
+  auto [recorded_uids, settled] = select_then_append_and_settle(*store);
+  ASSERT_FALSE(settled.ok());
+  EXPECT_EQ(settled.error().code, Errc::protocol);
+  EXPECT_NE(settled.error().message.find("APPENDUID"), std::string::npos)
+      << settled.error().message;
+  EXPECT_TRUE(recorded_uids.empty());
+  EXPECT_TRUE(script_completed(*store, server));
+}
+
+// Bodies that come with the SELECT are held only as asked: from octet 0 and no longer than
+// kHeldOctets. A piece from elsewhere, or a longer one, is not taken for the message's start.
+TEST(ImapStoreTiers, APieceNotFromTheStartOrLongerThanAskedIsNotHeld) {
+  const std::string items =
+      "UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[]<0." + std::to_string(ImapStore::kHeldOctets);
+  const std::string too_long(ImapStore::kHeldOctets + 1, 'x');
+  Script script = logged_in("IMAP4rev1 CONDSTORE UIDPLUS");
+  script.expect_tagged_line("SELECT INBOX (CONDSTORE)", "s")
+      .expect_tagged_line("UID FETCH 5:6 (" + items + ">)", "n")
+      .expect_tagged_line("UID FETCH 7:4294967295 (UID FLAGS INTERNALDATE RFC822.SIZE)", "later")
+      .send(
+          "* 4 EXISTS\r\n* OK [UIDVALIDITY 7] x\r\n* OK [UIDNEXT 7] x\r\n"
+          "* OK [HIGHESTMODSEQ 12] x\r\n{tag:s} OK [READ-WRITE] selected\r\n")
+      .send(
+          "* 3 FETCH (UID 5 FLAGS () INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" "
+          "RFC822.SIZE 9 BODY[]<4> {5}\r\nlater)\r\n")
+      .send(fmt::format("* 4 FETCH (UID 6 FLAGS () INTERNALDATE \"02-Jan-2024 10:00:00 +0000\" "
+                        "RFC822.SIZE {} BODY[]<0> {{{}}}\r\n{})\r\n",
+                        too_long.size(), too_long.size(), too_long))
+      .send("{tag:n} OK done\r\n{tag:later} OK done\r\n")
+      .expect_tagged_line("UID FETCH 1:4294967295 (UID FLAGS MODSEQ) (CHANGEDSINCE 10)")
+      .send("{tag} OK done\r\n");
+  FakeServer server(std::move(script));
+  auto store = open_store(server);
+  ASSERT_TRUE(store);
+  auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 5, 10), 7));
+  ASSERT_TRUE(seen.ok()) << seen.error().to_string() << "\n" << server.describe();
+  EXPECT_EQ(seen->changes.added.size(), 2u);
+  EXPECT_FALSE(store->holds_bodies({5}));
+  EXPECT_FALSE(store->holds_bodies({6}));
+  EXPECT_TRUE(script_completed(*store, server));
+}
+
 // A SELECT refused while the FETCH of new mail went out behind it: the error names the SELECT
 // and the server's text, the FETCH's refusal is not taken for an answer, and the connection
 // stays usable for the next command.
