@@ -9,6 +9,7 @@
 #include "fake_server/fake_server.h"
 #include "net/client.h"
 #include "net/run_coroutine.h"
+#include "net/test_endpoint.h"
 
 namespace twinbox::net {
 namespace {
@@ -89,14 +90,7 @@ TEST_P(ClientBadInput, ClearErrorAndClosedConnectionOrCarryOn) {
   options.step_timeout = 3000ms;
   FakeServer server(std::move(script), options);
 
-  Endpoint e;
-  e.type = EndpointType::imap;
-  e.host = "127.0.0.1";
-  e.port = std::to_string(server.port());
-  e.starttls = false;
-  e.username = "joe";
-  e.password = "pw";
-  e.io_timeout = 2s;
+  Endpoint e = cleartext_endpoint(server.port(), 2s);
   e.limits.max_literal = 64 << 20;
   auto client = run_coroutine(Client::connect(e));
   ASSERT_TRUE(client.ok()) << client.error().to_string();

@@ -6,6 +6,7 @@
 
 #include "fake_server/fake_server.h"
 #include "net/run_coroutine.h"
+#include "net/test_endpoint.h"
 #include "sync/imap_store.h"
 
 namespace twinbox::sync {
@@ -43,14 +44,18 @@ Script login_then_list() {
 }
 
 // LOGIN, ENABLE and LIST in one flight: the server reads all three before answering any.
-Script login_with_list_behind(std::string_view caps_after_login = kAfterLogin) {
+Script first_flight() {
   Script script;
   script.send(std::string(kGreeting))
       .expect_tagged("LOGIN", "login")
       .expect_tagged_line(std::string(kEnable), "e")
-      .expect_tagged_line(std::string(kList), "l")
-      .send(logged_in_with(caps_after_login))
-      .send(std::string(kEnableAndListAnswers));
+      .expect_tagged_line(std::string(kList), "l");
+  return script;
+}
+
+Script login_with_list_behind(std::string_view caps_after_login = kAfterLogin) {
+  Script script = first_flight();
+  script.send(logged_in_with(caps_after_login)).send(std::string(kEnableAndListAnswers));
   return script;
 }
 
@@ -61,21 +66,9 @@ struct Harness {
     if (opened) db = std::move(*opened);
   }
 
-  net::Endpoint endpoint(const FakeServer& server) const {
-    net::Endpoint e;
-    e.type = net::EndpointType::imap;
-    e.host = "127.0.0.1";
-    e.port = std::to_string(server.port());
-    e.starttls = false;
-    e.username = "joe";
-    e.password = "pw";
-    e.io_timeout = 3s;
-    return e;
-  }
-
   // One run's first connection to `server`, and its first LIST.
   Result<std::vector<ListedMailbox>> open_and_list(const FakeServer& server) {
-    const net::Endpoint e = endpoint(server);
+    const net::Endpoint e = net::cleartext_endpoint(server.port());
     ImapConnector connector({e, e}, {"", ""}, {Tier::qresync, Tier::qresync}, db.get());
     auto store = net::run_coroutine(connector.open(Side::remote, nullptr));
     if (!store) return store.error();
@@ -150,11 +143,8 @@ TEST(ImapConnector, ChangedCapabilitiesConnectAgainWithoutPresuming) {
 // costs one connection, once: the run goes on with a new one, and no later run presumes again.
 TEST(ImapConnector, AServerThatDropsCommandsBehindTheLoginIsNotPresumedWithAgain) {
   Harness h;
-  Script dropped;
-  dropped.send(std::string(kGreeting))
-      .expect_tagged("LOGIN", "login")
-      .expect_tagged_line(std::string(kEnable), "e")
-      .drop();
+  Script dropped = first_flight();
+  dropped.drop();
   FakeServer server(
       std::vector<Script>{login_then_list(), dropped, login_then_list(), login_then_list()});
   ASSERT_TRUE(h.open_and_list(server).ok());
@@ -172,13 +162,8 @@ TEST(ImapConnector, AServerThatDropsCommandsBehindTheLoginIsNotPresumedWithAgain
 // connection that presumes nothing, and that server is not presumed with again.
 TEST(ImapConnector, AServerThatAnswersTheLoginTwiceIsNotPresumedWithAgain) {
   Harness h;
-  Script twice;
-  twice.send(std::string(kGreeting))
-      .expect_tagged("LOGIN", "login")
-      .expect_tagged_line(std::string(kEnable), "e")
-      .expect_tagged_line(std::string(kList), "l")
-      .send(logged_in_with(kAfterLogin))
-      .send("{tag:login} BAD Already authenticated\r\n");
+  Script twice = first_flight();
+  twice.send(logged_in_with(kAfterLogin)).send("{tag:login} BAD Already authenticated\r\n");
   FakeServer server(std::vector<Script>{login_then_list(), twice, login_then_list()});
   ASSERT_TRUE(h.open_and_list(server).ok());
   auto listed = h.open_and_list(server);
@@ -194,14 +179,10 @@ TEST(ImapConnector, AServerThatAnswersTheLoginTwiceIsNotPresumedWithAgain) {
 // connection with the same password.
 TEST(ImapConnector, ARefusedPresumedLoginIsAnAuthenticationError) {
   Harness h;
-  Script refused;
-  refused.send(std::string(kGreeting))
-      .expect_tagged("LOGIN", "login")
-      .expect_tagged_line(std::string(kEnable), "e")
-      .expect_tagged_line(std::string(kList), "l")
-      .send(
-          "{tag:login} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
-          "{tag:e} BAD Not authenticated\r\n{tag:l} BAD Not authenticated\r\n");
+  Script refused = first_flight();
+  refused.send(
+      "{tag:login} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
+      "{tag:e} BAD Not authenticated\r\n{tag:l} BAD Not authenticated\r\n");
   FakeServer server(std::vector<Script>{login_then_list(), refused});
   ASSERT_TRUE(h.open_and_list(server).ok());
   auto listed = h.open_and_list(server);

@@ -8,6 +8,7 @@
 
 #include "fake_server/fake_server.h"
 #include "net/run_coroutine.h"
+#include "net/test_endpoint.h"
 
 namespace twinbox::sync {
 namespace {
@@ -26,14 +27,7 @@ Script logged_in(const std::string& caps) {
 }
 
 std::unique_ptr<MailStore> open_store(const FakeServer& server, Tier limit = Tier::qresync) {
-  net::Endpoint e;
-  e.type = net::EndpointType::imap;
-  e.host = "127.0.0.1";
-  e.port = std::to_string(server.port());
-  e.starttls = false;
-  e.username = "joe";
-  e.password = "pw";
-  e.io_timeout = 3s;
+  const net::Endpoint e = net::cleartext_endpoint(server.port());
   ImapConnector connector({e, e}, {"", ""}, {limit, limit});
   auto store = net::run_coroutine(connector.open(Side::remote, nullptr));
   EXPECT_TRUE(store.ok()) << store.error().to_string();
@@ -628,44 +622,41 @@ TEST(ImapStoreTiers, AnAppendAnsweredBeforeTheConnectionDropsIsStillRecorded) {
   server.wait();
 }
 
-// An APPEND refused with the settle behind it: an error with the server's words, nothing handed
-// over to be recorded, and the settle's answers read (none is left to be taken for another's).
-TEST(ImapStoreTiers, ARefusedAppendWithTheSettleBehindItIsAnErrorAndRecordsNothing) {
+// append_and_settle() whose APPEND gets `answers` (and the settle's): the error it gives, with
+// nothing handed over to be recorded, and every answer read (the script completes).
+void expect_append_and_settle_fails(const std::string& answers, Errc code,
+                                    std::string_view evidence) {
   Script script = append_with_settle_behind();
-  script.send(
-      "{tag:append} NO [OVERQUOTA] Quota exceeded (mailbox for user is full)\r\n"
-      "{tag:changed} OK done\r\n{tag:above} OK done\r\n");
+  script.send(answers);
   FakeServer server(std::move(script));
   auto store = open_store(server);
   ASSERT_TRUE(store);
   auto [recorded_uids, settled] = select_then_append_and_settle(*store);
   ASSERT_FALSE(settled.ok());
-  EXPECT_EQ(settled.error().code, Errc::rejected);
-  EXPECT_NE(settled.error().message.find("Quota exceeded"), std::string::npos)
-      << settled.error().message;
+  EXPECT_EQ(settled.error().code, code);
+  EXPECT_NE(settled.error().message.find(evidence), std::string::npos) << settled.error().message;
   EXPECT_TRUE(recorded_uids.empty());
   EXPECT_TRUE(script_completed(*store, server));
+}
+
+// An APPEND refused with the settle behind it: an error with the server's words, nothing handed
+// over to be recorded, and the settle's answers read (none is left to be taken for another's).
+TEST(ImapStoreTiers, ARefusedAppendWithTheSettleBehindItIsAnErrorAndRecordsNothing) {
+  expect_append_and_settle_fails(
+      "{tag:append} NO [OVERQUOTA] Quota exceeded (mailbox for user is full)\r\n"
+      "{tag:changed} OK done\r\n{tag:above} OK done\r\n",
+      Errc::rejected, "Quota exceeded");
 }
 
 // An APPEND answered OK without APPENDUID on a server that announced UIDPLUS: which UIDs it made
 // is unknown, so nothing is recorded and the error says why (the next run pairs the copy by
 // content from the intent recorded before the APPEND).
 TEST(ImapStoreTiers, AnAppendWithoutAppenduidBeforeTheSettleIsAProtocolError) {
-  Script script = append_with_settle_behind();
-  script.send(
+  expect_append_and_settle_fails(
       "{tag:append} OK appended\r\n{tag:changed} OK done\r\n"
       "* 4 FETCH (UID 6 RFC822.SIZE 5 FLAGS () INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" "
-      "MODSEQ (13))\r\n{tag:above} OK done\r\n");
-  FakeServer server(std::move(script));
-  auto store = open_store(server);
-  ASSERT_TRUE(store);
-  auto [recorded_uids, settled] = select_then_append_and_settle(*store);
-  ASSERT_FALSE(settled.ok());
-  EXPECT_EQ(settled.error().code, Errc::protocol);
-  EXPECT_NE(settled.error().message.find("APPENDUID"), std::string::npos)
-      << settled.error().message;
-  EXPECT_TRUE(recorded_uids.empty());
-  EXPECT_TRUE(script_completed(*store, server));
+      "MODSEQ (13))\r\n{tag:above} OK done\r\n",
+      Errc::protocol, "APPENDUID");
 }
 
 // Bodies that come with the SELECT are held only as asked: from octet 0 and no longer than
