@@ -201,6 +201,9 @@ asio::awaitable<int> run_sync(asio::io_context& io, const config::Config& config
       std::move(endpoints), {config.local.list_reference, config.remote.list_reference},
       {tier_limit(config.local.change_detection), tier_limit(config.remote.change_detection)},
       notes);
+  // Only a sync lists first, which is what a presumed login saves a round trip for (and where a
+  // presumption that fails is handled); --delete, --rename and the import ask other things first.
+  connector.set_presume_logins(!options.import_interimap && !options.remove && !options.rename);
   sync::Engine engine(config, engine_options, **db, connector);
   StopOnSignal stop(io, engine);
   if (options.import_interimap) {

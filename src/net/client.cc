@@ -299,12 +299,26 @@ asio::awaitable<Result<bool>> Client::confirm_login() {
     auto caps = co_await expect_ok(session_.capability(), "CAPABILITY");
     if (!caps) co_return caps.error();
   }
-  const bool held = session_.capabilities() == login.presumed;
+  const bool held = decisive(session_.capabilities()) == decisive(login.presumed);
   if (!held) {
     log_debug("{}: the capabilities after login are not the ones presumed: {}", endpoint_.name,
               fmt::join(session_.capabilities(), " "));
   }
   co_return held;
+}
+
+std::set<std::string> Client::decisive(const std::set<std::string>& capabilities) {
+  // What the commands sent behind a presumed login were built with (ENABLE, a LIST with RETURN
+  // options and STATUS, their literals) and what the store chose its tier by. Anything else is
+  // read from the server's own answer before it is used.
+  static const std::set<std::string> kDecisive = {
+      "ENABLE",      "QRESYNC",  "CONDSTORE", "IMAP4REV2", "LIST-EXTENDED",
+      "LIST-STATUS", "LITERAL+", "LITERAL-",  "BINARY",    "UTF8=ACCEPT"};
+  std::set<std::string> out;
+  for (const auto& cap : capabilities) {
+    if (kDecisive.count(cap)) out.insert(cap);
+  }
+  return out;
 }
 
 asio::awaitable<Status> Client::confirmed() {

@@ -96,8 +96,9 @@ class Client {
   bool login_pending() const { return pending_login_.has_value(); }
   // Reads the answer to a presumed login: Errc::auth if refused (as connect() would have said),
   // the connection's error if it failed; otherwise whether the capabilities the server
-  // announced after the login are the ones presumed. When they are not, what went out behind
-  // the login was built for another server: close this connection. True at once without a
+  // announced after the login are the ones presumed (those that decide what went out behind
+  // it and the tier; a per-session APPENDLIMIT does not count). When they are not, what went out
+  // behind the login was built for another server: close this connection. True at once without a
   // presumed login.
   asio::awaitable<Result<bool>> confirm_login();
 
@@ -155,6 +156,8 @@ class Client {
   Error login_refused(const imap::Completion& done, const std::string& mechanism);
   Status login_done(const std::string& mechanism);
   asio::awaitable<Status> confirmed();
+  // The capabilities a presumption must get right (confirm_login() compares only these).
+  static std::set<std::string> decisive(const std::set<std::string>& capabilities);
   Result<imap::CommandId> authenticate_oauth(imap::OAuthMechanism mechanism);
   asio::awaitable<Status> switch_to_tls();
 

@@ -189,6 +189,10 @@ asio::awaitable<Status> Engine::connect() {
   if (!lane) co_return lane.error();
   stores_ = std::move(*lane);
   lane_open_time_ = std::chrono::steady_clock::now() - started;
+  // A connection that made no round trip yet has not read its login's answer (it went out
+  // with the first LIST: ImapConnector): an extra lane, which waits for it, takes a round trip
+  // more than this one did (worth_another_lane adds it once it is measured).
+  for (Side side : kSides) login_unanswered_[side] = stores_[side]->traffic().round_trips == 0;
   co_return ok_status();
 }
 
@@ -414,8 +418,14 @@ asio::awaitable<bool> Engine::worth_another_lane(const std::vector<std::string>&
     if (connector_.opens_instantly()) co_return true;
     const auto elapsed = Clock::now() - cycle_started_;
     const std::size_t left = work.size() - next;
-    if (elapsed > lane_open_time_ &&
-        (finished_ == 0 || elapsed * left / finished_ > lane_open_time_)) {
+    auto open_time = lane_open_time_;
+    Clock::duration unanswered{};  // a PREAUTH tunnel's is about nothing
+    for (Side side : kSides) {
+      const auto fastest = stores_[side]->traffic().fastest_round_trip;
+      if (login_unanswered_[side] && fastest) unanswered = std::max(unanswered, *fastest);
+    }
+    open_time += unanswered;
+    if (elapsed > open_time && (finished_ == 0 || elapsed * left / finished_ > open_time)) {
       co_return true;
     }
     timer.expires_after(std::chrono::milliseconds(10));

@@ -265,6 +265,7 @@ class Engine {
   PerSide<std::unique_ptr<MailStore>> stores_;                    // lane 0: lists, watches, syncs
   std::vector<PerSide<std::unique_ptr<MailStore>>> extra_lanes_;  // lanes 1..jobs-1, per cycle
   std::chrono::steady_clock::duration lane_open_time_{};          // how long lane 0 took
+  PerSide<bool> login_unanswered_{};  // lane 0 was open before a login's answer (presumed)
   std::chrono::steady_clock::time_point cycle_started_;
   std::size_t finished_ = 0;             // mailboxes done in this cycle, by every lane
   std::optional<char> local_delimiter_;  // for command-line names

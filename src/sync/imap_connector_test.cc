@@ -72,6 +72,9 @@ struct Harness {
     ImapConnector connector({e, e}, {"", ""}, {Tier::qresync, Tier::qresync}, db.get());
     auto store = net::run_coroutine(connector.open(Side::remote, nullptr));
     if (!store) return store.error();
+    // The scripted server keeps what it has not read yet for its next step, so whether the
+    // login was presumed is asked, not inferred from the script completing.
+    presumed = dynamic_cast<ImapStore&>(**store).client().login_pending();
     const std::vector<std::string> everything = {"*"};
     auto listed = net::run_coroutine((*store)->list(everything, {}));
     (*store)->close();
@@ -86,6 +89,7 @@ struct Harness {
   }
 
   std::unique_ptr<store::StateDb> db;
+  bool presumed = false;  // the last open_and_list()'s login was presumed
 };
 
 testing::AssertionResult ran_through(FakeServer& server) {
@@ -99,6 +103,7 @@ TEST(ImapConnector, TheNextRunPresumesWhatTheServerAnnouncedAndListsWithTheLogin
   FakeServer server(std::vector<Script>{login_then_list(), login_with_list_behind()});
   auto first = h.open_and_list(server);
   ASSERT_TRUE(first.ok()) << first.error().to_string();
+  EXPECT_FALSE(h.presumed);  // nothing noted yet
   auto note = h.note();
   ASSERT_TRUE(note);
   EXPECT_TRUE(note->presume);
@@ -107,6 +112,7 @@ TEST(ImapConnector, TheNextRunPresumesWhatTheServerAnnouncedAndListsWithTheLogin
 
   auto second = h.open_and_list(server);
   ASSERT_TRUE(second.ok()) << second.error().to_string();
+  EXPECT_TRUE(h.presumed);
   ASSERT_EQ(second->size(), 1u);
   EXPECT_EQ((*second)[0].name, "INBOX");
   EXPECT_EQ((*second)[0].uidnext, 3u);
@@ -117,7 +123,7 @@ TEST(ImapConnector, TheNextRunPresumesWhatTheServerAnnouncedAndListsWithTheLogin
 // are dropped with that connection, a new one presumes nothing, and the note is brought up to date.
 TEST(ImapConnector, ChangedCapabilitiesConnectAgainWithoutPresuming) {
   Harness h;
-  const std::string upgraded = std::string(kAfterLogin) + " MOVE";
+  const std::string upgraded = std::string(kAfterLogin) + " BINARY";  // literal8 for APPEND
   Script second_run = login_with_list_behind(upgraded);
   second_run.expect_eof();
   Script again;
@@ -136,7 +142,22 @@ TEST(ImapConnector, ChangedCapabilitiesConnectAgainWithoutPresuming) {
   auto note = h.note();
   ASSERT_TRUE(note);
   EXPECT_TRUE(note->presume);
-  EXPECT_TRUE(note->capabilities.after_login.count("MOVE"));
+  EXPECT_TRUE(note->capabilities.after_login.count("BINARY"));
+}
+
+// What the server announces beyond what decides the pipelined commands and the tier (a
+// per-session APPENDLIMIT, an ID) may change from one connection to the next: the presumption
+// holds, and nothing is sent twice.
+TEST(ImapConnector, ACapabilityThatDecidesNothingDoesNotVoidThePresumption) {
+  Harness h;
+  const std::string varying = std::string(kAfterLogin) + " APPENDLIMIT=1000 ID";
+  FakeServer server(std::vector<Script>{login_then_list(), login_with_list_behind(varying)});
+  ASSERT_TRUE(h.open_and_list(server).ok());
+  auto listed = h.open_and_list(server);
+  ASSERT_TRUE(listed.ok()) << listed.error().to_string();
+  EXPECT_TRUE(h.presumed);
+  EXPECT_EQ(listed->size(), 1u);
+  EXPECT_TRUE(ran_through(server));
 }
 
 // A server (or a proxy in front of it) that drops a connection with commands behind the login
@@ -153,7 +174,28 @@ TEST(ImapConnector, AServerThatDropsCommandsBehindTheLoginIsNotPresumedWithAgain
   auto note = h.note();
   ASSERT_TRUE(note);
   EXPECT_FALSE(note->presume);
-  ASSERT_TRUE(h.open_and_list(server).ok());  // the login is answered before the ENABLE leaves
+  ASSERT_TRUE(h.open_and_list(server).ok());
+  EXPECT_FALSE(h.presumed);  // the login is answered before the ENABLE leaves
+  EXPECT_TRUE(ran_through(server));
+}
+
+// A server that failed a presumed login once gets another chance when it announces something
+// else after login (another version of it).
+TEST(ImapConnector, AnotherVersionOfAServerThatFailedOnceIsPresumedWithAgain) {
+  Harness h;
+  ImapConnector::Note refused;
+  refused.presume = false;
+  refused.capabilities = {{"IMAP4REV1", "LITERAL+"}, {"IMAP4REV1", "ENABLE"}};
+  FakeServer server(std::vector<Script>{login_then_list(), login_with_list_behind()});
+  refused.endpoint = ImapConnector::endpoint_hash(net::cleartext_endpoint(server.port()));
+  ASSERT_TRUE(h.db->set_note("server.remote", ImapConnector::format_note(refused)).ok());
+  ASSERT_TRUE(h.open_and_list(server).ok());
+  EXPECT_FALSE(h.presumed);
+  auto note = h.note();
+  ASSERT_TRUE(note);
+  EXPECT_TRUE(note->presume);
+  ASSERT_TRUE(h.open_and_list(server).ok());
+  EXPECT_TRUE(h.presumed);
   EXPECT_TRUE(ran_through(server));
 }
 
@@ -201,8 +243,10 @@ TEST(ImapConnector, ANoteThatIsNotAboutThisServerIsIgnored) {
   other.capabilities = {{"IMAP4REV1", "LITERAL+"}, {"IMAP4REV1", "ENABLE", "QRESYNC"}};
   ASSERT_TRUE(h.db->set_note("server.remote", ImapConnector::format_note(other)).ok());
   ASSERT_TRUE(h.open_and_list(server).ok());
+  EXPECT_FALSE(h.presumed);
   ASSERT_TRUE(h.db->set_note("server.remote", "twinbox-capabilities 1\nendpoint").ok());
   ASSERT_TRUE(h.open_and_list(server).ok());
+  EXPECT_FALSE(h.presumed);
   EXPECT_TRUE(ran_through(server));
 }
 

@@ -124,7 +124,8 @@ asio::awaitable<Status> ImapStore::abandon_presumption(const Error& error) {
   // ("BAD Already authenticated" for a tag it has answered); others may drop the connection.
   log_warning(
       "{}: the server failed the commands pipelined behind the login ({}); connecting again "
-      "without, and not pipelining behind this server's login from now on",
+      "without, and not pipelining behind this server's login until it announces other "
+      "capabilities",
       side_name(side_), error.message);
   auto reconnected = co_await reconnect(true);
   if (!reconnected) co_return reconnected.error();
@@ -132,6 +133,9 @@ asio::awaitable<Status> ImapStore::abandon_presumption(const Error& error) {
 }
 
 asio::awaitable<Result<bool>> ImapStore::reconnect(bool refused) {
+  // What the dropped connection sent and received still counts in the run's summary.
+  const Traffic dropped = traffic();
+  earlier_traffic_ = {dropped.in, dropped.out, dropped.round_trips, std::nullopt};
   client_->close();
   auto fresh = co_await connector_->connect_again(side_, refused);
   if (!fresh) co_return fresh.error();
@@ -1658,8 +1662,8 @@ bool ImapStore::can_notify() const { return client_->session().has_capability("N
 
 Traffic ImapStore::traffic() const {
   const auto counters = client_->counters();
-  return {counters.wire_in, counters.wire_out, client_->round_trips(),
-          client_->fastest_round_trip()};
+  return {earlier_traffic_.in + counters.wire_in, earlier_traffic_.out + counters.wire_out,
+          earlier_traffic_.round_trips + client_->round_trips(), client_->fastest_round_trip()};
 }
 
 void ImapStore::close() { client_->close(); }
@@ -1672,7 +1676,7 @@ asio::awaitable<Result<std::unique_ptr<MailStore>>> ImapConnector::open(Side sid
   // while a run is under way, and their answers are read at once.
   const bool first = sibling == nullptr;
   std::optional<net::RememberedCapabilities> remembered;
-  if (first) remembered = recall(side);
+  if (first && presume_logins_) remembered = recall(side);
   auto client = co_await net::Client::connect(endpoints_[side], std::move(remembered));
   if (!client) co_return client.error();
   if (first) remember(side, **client);
@@ -1770,13 +1774,15 @@ std::set<std::string> words(std::string_view text) {
 }  // namespace
 
 std::string ImapConnector::endpoint_hash(const net::Endpoint& e) {
-  // Another server, account or way in makes the note void. A hash, so that a tunnel's command
-  // is not copied into the database.
+  // Another server, account or way in makes the note void. A tunnel's command is left out (it
+  // may hold a secret, and a hash of it could be guessed offline): a note that is about another
+  // server behind the same kind of tunnel only costs a connection, since what the server says
+  // after login is compared with what was presumed.
   const std::string_view type = e.type == net::EndpointType::imap    ? "imap"
                                 : e.type == net::EndpointType::imaps ? "imaps"
                                                                      : "tunnel";
-  return sha256_hex(fmt::format("{}\n{}\n{}\n{}\n{}\n{}", type, e.host, e.port, e.username,
-                                e.command, e.proxy ? e.proxy->host + ":" + e.proxy->port : ""));
+  return sha256_hex(fmt::format("{}\n{}\n{}\n{}\n{}", type, e.host, e.port, e.username,
+                                e.proxy ? e.proxy->host + ":" + e.proxy->port : ""));
 }
 
 std::string ImapConnector::format_note(const Note& note) {
@@ -1847,8 +1853,12 @@ void ImapConnector::remember(Side side, const net::Client& client, bool refused)
   if (!capabilities) return;
   Note note{endpoint_hash(endpoints_[side]), !refused, std::move(*capabilities)};
   auto old = read_note(side);
-  // A server that refused once is not presumed with again, whatever it announces later.
-  if (old && old->endpoint == note.endpoint && !old->presume) note.presume = false;
+  // A server that failed what was pipelined behind its login is not presumed with again while
+  // it announces the same; another version of it (other capabilities) gets another chance.
+  if (old && old->endpoint == note.endpoint && !old->presume &&
+      old->capabilities == note.capabilities) {
+    note.presume = false;
+  }
   if (old && old->endpoint == note.endpoint && old->presume == note.presume &&
       old->capabilities == note.capabilities) {
     return;  // nothing new: a run that changes nothing writes nothing

@@ -178,6 +178,7 @@ class ImapStore : public MailStore {
   asio::awaitable<Status> abandon_presumption(const Error& error);
   // A new connection in place of this one (connector_), prepared as it was; false.
   asio::awaitable<Result<bool>> reconnect(bool refused);
+  Traffic earlier_traffic_;  // of the connections reconnect() replaced
   bool utf8() const;
   bool has(std::string_view capability) const;
   // LIST and LSUB per pattern, for servers without LIST-EXTENDED; STATUS of each mailbox when
@@ -277,6 +278,10 @@ class ImapConnector : public StoreConnector {
         notes_(notes) {}
   asio::awaitable<Result<std::unique_ptr<MailStore>>> open(Side side,
                                                            const MailStore* sibling) override;
+  // Whether a lane's first connection may presume its login (the note is kept either way). Only
+  // a run whose first question to a new connection is its LIST gains, and only list() handles a
+  // presumption that fails by connecting again.
+  void set_presume_logins(bool on) { presume_logins_ = on; }
   // A connection that presumes nothing, after a presumption failed (`refused`: the server did
   // not answer the login with commands behind it, so none will be presumed with it again).
   asio::awaitable<Result<std::unique_ptr<net::Client>>> connect_again(Side side, bool refused);
@@ -300,6 +305,7 @@ class ImapConnector : public StoreConnector {
   PerSide<std::string> references_;
   PerSide<Tier> limits_;
   store::StateDb* notes_;
+  bool presume_logins_ = true;
   PerSide<std::optional<Note>> note_;  // as read or last written
   PerSide<bool> note_read_{};
 };
