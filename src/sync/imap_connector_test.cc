@@ -32,11 +32,11 @@ std::string logged_in_with(std::string_view caps, std::string_view tag = "{tag:l
 }
 
 // A login answered before anything else is sent, then ENABLE and LIST together.
-Script login_then_list() {
+Script login_then_list(std::string_view caps_after_login = kAfterLogin) {
   Script script;
   script.send(std::string(kGreeting))
       .expect_tagged("LOGIN", "login")
-      .send(logged_in_with(kAfterLogin))
+      .send(logged_in_with(caps_after_login))
       .expect_tagged_line(std::string(kEnable), "e")
       .expect_tagged_line(std::string(kList), "l")
       .send(std::string(kEnableAndListAnswers));
@@ -126,14 +126,7 @@ TEST(ImapConnector, ChangedCapabilitiesConnectAgainWithoutPresuming) {
   const std::string upgraded = std::string(kAfterLogin) + " BINARY";  // literal8 for APPEND
   Script second_run = login_with_list_behind(upgraded);
   second_run.expect_eof();
-  Script again;
-  again.send(std::string(kGreeting))
-      .expect_tagged("LOGIN", "login")
-      .send(logged_in_with(upgraded))
-      .expect_tagged_line(std::string(kEnable), "e")
-      .expect_tagged_line(std::string(kList), "l")
-      .send(std::string(kEnableAndListAnswers));
-  FakeServer server(std::vector<Script>{login_then_list(), second_run, again});
+  FakeServer server(std::vector<Script>{login_then_list(), second_run, login_then_list(upgraded)});
   ASSERT_TRUE(h.open_and_list(server).ok());
   auto listed = h.open_and_list(server);
   ASSERT_TRUE(listed.ok()) << listed.error().to_string();

@@ -459,11 +459,11 @@ TEST(ImapStoreTiers, NewMailAskedForWithTheSelectIsDroppedOnANewUidvalidity) {
 }
 
 // A SELECT of INBOX after a LIST that showed UIDNEXT 7, with the FETCH of the two announced new
-// messages (UIDs 5 and 6) and their bodies' first 64 KiB behind it, answered with `body5` and
-// `body6` as BODY[]<0>; and the FETCH of the summaries of any later ones, answered with UID 7
-// (delivered since the LIST) and a body nobody asked for. Then the CHANGEDSINCE listing of
-// flags, answered with nothing.
-Script select_with_new_bodies(const std::string& body5, const std::string& body6) {
+// messages (UIDs 5 and 6) and their bodies' first 64 KiB behind it, answered with
+// `fetched_5_and_6` (FETCH lines); and the FETCH of the summaries of any later ones, answered
+// with UID 7 (delivered since the LIST) and a body nobody asked for. Then the CHANGEDSINCE
+// listing of flags, answered with nothing.
+Script select_with_new_bodies_answered(const std::string& fetched_5_and_6) {
   Script script = logged_in("IMAP4rev1 CONDSTORE UIDPLUS");
   const std::string items =
       "UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[]<0." + std::to_string(ImapStore::kHeldOctets);
@@ -473,12 +473,7 @@ Script select_with_new_bodies(const std::string& body5, const std::string& body6
       .send(
           "* 5 EXISTS\r\n* OK [UIDVALIDITY 7] x\r\n* OK [UIDNEXT 8] x\r\n"
           "* OK [HIGHESTMODSEQ 12] x\r\n{tag:s} OK [READ-WRITE] selected\r\n")
-      .send(fmt::format("* 3 FETCH (UID 5 FLAGS () INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" "
-                        "RFC822.SIZE {} BODY[]<0> {{{}}}\r\n{})\r\n",
-                        body5.size(), body5.size(), body5))
-      .send(fmt::format("* 4 FETCH (UID 6 FLAGS () INTERNALDATE \"02-Jan-2024 10:00:00 +0000\" "
-                        "RFC822.SIZE {} BODY[]<0> {{{}}}\r\n{})\r\n",
-                        body6.size() + 3, body6.size(), body6))
+      .send(fetched_5_and_6)
       .send("{tag:n} OK done\r\n")
       .send(
           "* 5 FETCH (UID 7 FLAGS () INTERNALDATE \"03-Jan-2024 10:00:00 +0000\" RFC822.SIZE 3 "
@@ -486,6 +481,18 @@ Script select_with_new_bodies(const std::string& body5, const std::string& body6
       .expect_tagged_line("UID FETCH 1:4294967295 (UID FLAGS MODSEQ) (CHANGEDSINCE 10)")
       .send("{tag} OK done\r\n");
   return script;
+}
+
+// The same, UIDs 5 and 6 answered with `body5` and `body6` as BODY[]<0> (UID 6's RFC822.SIZE
+// says 3 octets more than its piece).
+Script select_with_new_bodies(const std::string& body5, const std::string& body6) {
+  return select_with_new_bodies_answered(
+      fmt::format("* 3 FETCH (UID 5 FLAGS () INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" "
+                  "RFC822.SIZE {} BODY[]<0> {{{}}}\r\n{})\r\n",
+                  body5.size(), body5.size(), body5) +
+      fmt::format("* 4 FETCH (UID 6 FLAGS () INTERNALDATE \"02-Jan-2024 10:00:00 +0000\" "
+                  "RFC822.SIZE {} BODY[]<0> {{{}}}\r\n{})\r\n",
+                  body6.size() + 3, body6.size(), body6));
 }
 
 // A few new messages: their bodies come with the SELECT, and are handed out without asking.
@@ -662,31 +669,19 @@ TEST(ImapStoreTiers, AnAppendWithoutAppenduidBeforeTheSettleIsAProtocolError) {
 // Bodies that come with the SELECT are held only as asked: from octet 0 and no longer than
 // kHeldOctets. A piece from elsewhere, or a longer one, is not taken for the message's start.
 TEST(ImapStoreTiers, APieceNotFromTheStartOrLongerThanAskedIsNotHeld) {
-  const std::string items =
-      "UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[]<0." + std::to_string(ImapStore::kHeldOctets);
   const std::string too_long(ImapStore::kHeldOctets + 1, 'x');
-  Script script = logged_in("IMAP4rev1 CONDSTORE UIDPLUS");
-  script.expect_tagged_line("SELECT INBOX (CONDSTORE)", "s")
-      .expect_tagged_line("UID FETCH 5:6 (" + items + ">)", "n")
-      .expect_tagged_line("UID FETCH 7:4294967295 (UID FLAGS INTERNALDATE RFC822.SIZE)", "later")
-      .send(
-          "* 4 EXISTS\r\n* OK [UIDVALIDITY 7] x\r\n* OK [UIDNEXT 7] x\r\n"
-          "* OK [HIGHESTMODSEQ 12] x\r\n{tag:s} OK [READ-WRITE] selected\r\n")
-      .send(
-          "* 3 FETCH (UID 5 FLAGS () INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" "
-          "RFC822.SIZE 9 BODY[]<4> {5}\r\nlater)\r\n")
-      .send(fmt::format("* 4 FETCH (UID 6 FLAGS () INTERNALDATE \"02-Jan-2024 10:00:00 +0000\" "
-                        "RFC822.SIZE {} BODY[]<0> {{{}}}\r\n{})\r\n",
-                        too_long.size(), too_long.size(), too_long))
-      .send("{tag:n} OK done\r\n{tag:later} OK done\r\n")
-      .expect_tagged_line("UID FETCH 1:4294967295 (UID FLAGS MODSEQ) (CHANGEDSINCE 10)")
-      .send("{tag} OK done\r\n");
+  Script script = select_with_new_bodies_answered(
+      "* 3 FETCH (UID 5 FLAGS () INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" "
+      "RFC822.SIZE 9 BODY[]<4> {5}\r\nlater)\r\n" +
+      fmt::format("* 4 FETCH (UID 6 FLAGS () INTERNALDATE \"02-Jan-2024 10:00:00 +0000\" "
+                  "RFC822.SIZE {} BODY[]<0> {{{}}}\r\n{})\r\n",
+                  too_long.size(), too_long.size(), too_long));
   FakeServer server(std::move(script));
   auto store = open_store(server);
   ASSERT_TRUE(store);
   auto seen = net::run_coroutine(store->observe("INBOX", recorded(7, 5, 10), 7));
   ASSERT_TRUE(seen.ok()) << seen.error().to_string() << "\n" << server.describe();
-  EXPECT_EQ(seen->changes.added.size(), 2u);
+  EXPECT_EQ(seen->changes.added.size(), 3u);
   EXPECT_FALSE(store->holds_bodies({5}));
   EXPECT_FALSE(store->holds_bodies({6}));
   EXPECT_TRUE(script_completed(*store, server));
