@@ -68,7 +68,7 @@ struct Harness {
 
   // One run's first connection to `server`, and its first LIST.
   Result<std::vector<ListedMailbox>> open_and_list(const FakeServer& server) {
-    const net::Endpoint e = net::cleartext_endpoint(server.port());
+    const net::Endpoint e = net::cleartext_endpoint(server.port(), io_timeout);
     ImapConnector connector({e, e}, {"", ""}, {Tier::qresync, Tier::qresync}, db.get());
     auto store = net::run_coroutine(connector.open(Side::remote, nullptr));
     if (!store) return store.error();
@@ -90,6 +90,7 @@ struct Harness {
 
   std::unique_ptr<store::StateDb> db;
   bool presumed = false;  // the last open_and_list()'s login was presumed
+  std::chrono::milliseconds io_timeout = 3s;
 };
 
 testing::AssertionResult ran_through(FakeServer& server) {
@@ -207,6 +208,27 @@ TEST(ImapConnector, AServerThatAnswersTheLoginTwiceIsNotPresumedWithAgain) {
   auto note = h.note();
   ASSERT_TRUE(note);
   EXPECT_FALSE(note->presume);
+  EXPECT_TRUE(ran_through(server));
+}
+
+// A server that goes silent behind a presumed login is not asked again at once (a second wait
+// would double the time to the error); the next run does not presume.
+TEST(ImapConnector, SilenceBehindAPresumedLoginIsATimeoutAndTheNextRunDoesNotPresume) {
+  Harness h;
+  Script silent = first_flight();
+  silent.stall(2000ms);
+  FakeServer server(std::vector<Script>{login_then_list(), silent, login_then_list()});
+  ASSERT_TRUE(h.open_and_list(server).ok());
+  h.io_timeout = 300ms;
+  auto listed = h.open_and_list(server);
+  ASSERT_FALSE(listed.ok());
+  EXPECT_EQ(listed.error().code, Errc::timeout) << listed.error().to_string();
+  auto note = h.note();
+  ASSERT_TRUE(note);
+  EXPECT_FALSE(note->presume);
+  h.io_timeout = 3s;
+  ASSERT_TRUE(h.open_and_list(server).ok());
+  EXPECT_FALSE(h.presumed);
   EXPECT_TRUE(ran_through(server));
 }
 

@@ -120,6 +120,12 @@ asio::awaitable<Result<bool>> ImapStore::settle_login() {
 asio::awaitable<Status> ImapStore::abandon_presumption(const Error& error) {
   // A refused login is the user's to fix; without a connector there is no connection to redo.
   if (error.code == Errc::auth || connector_ == nullptr) co_return error;
+  if (error.code == Errc::timeout) {
+    // A server that went silent is not asked again at once (that would double the wait for an
+    // error); the next run waits for the login's answer.
+    connector_->stop_presuming(side_);
+    co_return error;
+  }
   // Cyrus 3.6 answers AUTHENTICATE with SASL-IR, then runs it again from what followed it
   // ("BAD Already authenticated" for a tag it has answered); others may drop the connection.
   log_warning(
@@ -1863,6 +1869,18 @@ void ImapConnector::remember(Side side, const net::Client& client, bool refused)
       old->capabilities == note.capabilities) {
     return;  // nothing new: a run that changes nothing writes nothing
   }
+  write_note(side, std::move(note));
+}
+
+void ImapConnector::stop_presuming(Side side) {
+  auto note = read_note(side);
+  if (!note || !note->presume) return;
+  note->presume = false;
+  write_note(side, std::move(*note));
+}
+
+void ImapConnector::write_note(Side side, Note note) {
+  // Only a hint for the next run: a database that cannot take it costs a round trip, no more.
   Status written = notes_->set_note(note_key(side), format_note(note));
   if (!written) {
     log_debug("{}: could not note the server's capabilities: {}", side_name(side),

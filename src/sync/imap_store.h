@@ -285,6 +285,8 @@ class ImapConnector : public StoreConnector {
   // A connection that presumes nothing, after a presumption failed (`refused`: the server did
   // not answer the login with commands behind it, so none will be presumed with it again).
   asio::awaitable<Result<std::unique_ptr<net::Client>>> connect_again(Side side, bool refused);
+  // The note says not to presume with this server (until it announces other capabilities).
+  void stop_presuming(Side side);
 
   // The note's text, and what it says (nullopt: nothing to presume). Public for tests.
   struct Note {
@@ -300,6 +302,7 @@ class ImapConnector : public StoreConnector {
   std::optional<net::RememberedCapabilities> recall(Side side);
   void remember(Side side, const net::Client& client, bool refused = false);
   std::optional<Note> read_note(Side side);
+  void write_note(Side side, Note note);
 
   PerSide<net::Endpoint> endpoints_;
   PerSide<std::string> references_;
