@@ -261,7 +261,8 @@ asio::awaitable<Status> Client::authenticate(
     auto done = co_await wait(std::move(submitted));
     if (!done) co_return done.error();
     if (!done->ok()) co_return fail(login_refused(*done, mechanism));
-    co_return login_done(mechanism);
+    logged_in(mechanism);
+    co_return ok_status();
   }
   co_return fail(Error(Errc::auth, fmt::format("{}: none of the configured mechanisms ({}) is "
                                                "offered by the server",
@@ -277,10 +278,9 @@ Error Client::login_refused(const imap::Completion& done, const std::string& mec
                            status.empty() ? "" : fmt::format(" (the server said {})", status)));
 }
 
-Status Client::login_done(const std::string& mechanism) {
+void Client::logged_in(const std::string& mechanism) {
   info_.auth_mechanism = mechanism;
   log_debug("{}: authenticated as '{}' with {}", endpoint_.name, endpoint_.username, mechanism);
-  return ok_status();
 }
 
 asio::awaitable<Result<bool>> Client::confirm_login() {
@@ -293,8 +293,7 @@ asio::awaitable<Result<bool>> Client::confirm_login() {
     Status refused = fail(login_refused(*done, login.mechanism));
     co_return refused.error();
   }
-  Status logged_in = login_done(login.mechanism);
-  if (!logged_in) co_return logged_in.error();
+  logged_in(login.mechanism);
   if (!session_.capabilities_known()) {
     auto caps = co_await expect_ok(session_.capability(), "CAPABILITY");
     if (!caps) co_return caps.error();

@@ -154,7 +154,7 @@ class Client {
   asio::awaitable<Status> handshake(const std::optional<RememberedCapabilities>& remembered);
   asio::awaitable<Status> authenticate(const std::optional<RememberedCapabilities>& remembered);
   Error login_refused(const imap::Completion& done, const std::string& mechanism);
-  Status login_done(const std::string& mechanism);
+  void logged_in(const std::string& mechanism);
   asio::awaitable<Status> confirmed();
   // The capabilities a presumption must get right (confirm_login() compares only these).
   static std::set<std::string> decisive(const std::set<std::string>& capabilities);

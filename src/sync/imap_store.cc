@@ -106,12 +106,6 @@ asio::awaitable<Result<bool>> ImapStore::settle_login() {
     if (!again) co_return again.error();
     co_return false;
   }
-  if (connector_ == nullptr) {
-    co_return Error(Errc::protocol,
-                    fmt::format("{}: the server's capabilities after login are not the ones it "
-                                "announced to the last connection",
-                                side_name(side_)));
-  }
   log_info("{}: the server's capabilities changed since the last connection; connecting again",
            side_name(side_));
   co_return co_await reconnect(false);
@@ -139,6 +133,11 @@ asio::awaitable<Status> ImapStore::abandon_presumption(const Error& error) {
 }
 
 asio::awaitable<Result<bool>> ImapStore::reconnect(bool refused) {
+  // Only ImapConnector::open() presumes a login, and it sets itself as the connector.
+  if (connector_ == nullptr) {
+    co_return Error(Errc::internal,
+                    fmt::format("{}: a presumed login without a connector", side_name(side_)));
+  }
   // What the dropped connection sent and received still counts in the run's summary.
   const Traffic dropped = traffic();
   earlier_traffic_ = {dropped.in, dropped.out, dropped.round_trips, std::nullopt};
@@ -1767,13 +1766,22 @@ constexpr std::string_view kNoteMagic = "twinbox-capabilities 1";
 
 std::string note_key(Side side) { return fmt::format("server.{}", side_name(side)); }
 
-std::set<std::string> words(std::string_view text) {
-  std::set<std::string> out;
+// The pieces of `text` between `separator`s (empty ones included; none after a final one).
+std::vector<std::string_view> pieces(std::string_view text, char separator) {
+  std::vector<std::string_view> out;
   std::size_t start = 0;
   while (start < text.size()) {
-    const std::size_t end = std::min(text.find(' ', start), text.size());
-    if (end > start) out.emplace(text.substr(start, end - start));
+    const std::size_t end = std::min(text.find(separator, start), text.size());
+    out.push_back(text.substr(start, end - start));
     start = end + 1;
+  }
+  return out;
+}
+
+std::set<std::string> words(std::string_view text) {
+  std::set<std::string> out;
+  for (std::string_view word : pieces(text, ' ')) {
+    if (!word.empty()) out.emplace(word);
   }
   return out;
 }
@@ -1799,13 +1807,7 @@ std::string ImapConnector::format_note(const Note& note) {
 }
 
 std::optional<ImapConnector::Note> ImapConnector::parse_note(std::string_view text) {
-  std::vector<std::string_view> lines;
-  std::size_t start = 0;
-  while (start < text.size()) {
-    const std::size_t end = std::min(text.find('\n', start), text.size());
-    lines.push_back(text.substr(start, end - start));
-    start = end + 1;
-  }
+  const std::vector<std::string_view> lines = pieces(text, '\n');
   const auto field = [&](std::size_t i, std::string_view name) -> std::optional<std::string_view> {
     if (i >= lines.size() || !lines[i].starts_with(name) || lines[i].size() < name.size() + 1 ||
         lines[i][name.size()] != ' ') {
