@@ -17,7 +17,9 @@ fully pipelined on the same number of connections, with no state: twinbox's dist
 what a client could still win.
 
 Measured per run: wall time, CPU time (user + system of the tool's process, from wait4), peak
-RSS, and bytes each way on the remote connection (counted by the proxy both tools go through).
+RSS, bytes each way on the remote connection (counted by the proxy both tools go through), and
+the CPU both Dovecot servers spent on the run (their processes, from /proc): on 2 cores, half of
+the servers' and the tool's CPU together is a bound no client can beat.
 With --tools mbsync,twinbox-condstore,twinbox-plain: mbsync (isync), and twinbox against a
 remote that shows only Gmail's capabilities (CONDSTORE, no QRESYNC) or Microsoft 365's (plain
 IMAP), both with COMPRESS=DEFLATE, which mbsync 1.4 uses as twinbox does with compress = YES.
@@ -369,11 +371,45 @@ class Proxy:
         self.thread.join(timeout=5)
 
 
+def proc_stat(pid):
+    """The fields of /proc/PID/stat after the command name (index 0 is the state)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid):
     """utime + stime of a running process, in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    fields = proc_stat(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu_seconds(lab):
+    """CPU seconds a Dovecot server's processes used so far: its master's, its running
+    children's, and what its exited children left in the master's cutime + cstime. Read once a
+    tool has exited, it waits (up to 2 s) for the server's imap processes of that tool's
+    connections to end, so that their time is in the master's count."""
+    master = int(lab.facts["pid"])
+    deadline = time.monotonic() + 2
+    while True:
+        children = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                fields = proc_stat(entry)
+                with open(f"/proc/{entry}/comm") as f:
+                    comm = f.read().strip()
+            except OSError:
+                continue
+            if int(fields[1]) == master:
+                children.append((comm, fields))
+        if not any(comm == "imap" for comm, _ in children) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    fields = proc_stat(master)
+    ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime stime cutime cstime
+    ticks += sum(int(f[11]) + int(f[12]) for _, f in children)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 class NativeProxy:
@@ -440,13 +476,15 @@ class Measure:
     status: int = 0
     strict: str = ""  # "yes", or what differs between the servers after this scenario
     proxy_cpu_s: float = -1.0  # the delay proxy's CPU during the run (-1: the Python proxy)
+    servers_cpu_s: float = 0.0  # both Dovecot servers' CPU during the run
 
 
-def run_measured(argv, log_path, proxy, work):
+def run_measured(argv, log_path, proxy, work, servers):
     """Wall time here; CPU and peak RSS from GNU time, whose child starts small. (A child forked
     by this Python process would carry Python's own RSS high-water mark through exec.)"""
     up0, down0 = proxy.counters()
     proxy_cpu0 = proxy_cpu(proxy)
+    servers_cpu0 = sum(server_cpu_seconds(lab) for lab in servers)
     usage_file = os.path.join(work, "usage.txt")
     with open(log_path, "ab") as out:
         out.write(("$ " + " ".join(argv) + "\n").encode())
@@ -461,8 +499,9 @@ def run_measured(argv, log_path, proxy, work):
     up1, down1 = proxy.counters()
     proxy_cpu1 = proxy_cpu(proxy)
     proxy_used = round(proxy_cpu1 - proxy_cpu0, 3) if proxy_cpu0 is not None else -1.0
+    servers_used = round(sum(server_cpu_seconds(lab) for lab in servers) - servers_cpu0, 3)
     return wall, float(user) + float(system), int(rss), up1 - up0, down1 - down0, \
-        proc.returncode, proxy_used
+        proc.returncode, proxy_used, servers_used
 
 
 # The change-detection tiers: the remote Dovecot shows Gmail's capability set (CONDSTORE without
@@ -613,12 +652,12 @@ def run_tool(tool, binary, work, template, names, size, messages, rtt_ms, seed, 
         for scenario in scenarios:
             if scenario == "changes":
                 apply_changes(local, remote, names, seed, messages)
-            wall, cpu, rss, up, down, status, proxy_used = run_measured(argv, log_path, proxy,
-                                                                        work)
+            wall, cpu, rss, up, down, status, proxy_used, servers_used = run_measured(
+                argv, log_path, proxy, work, (local, remote))
             # Outside the timed run; the floor keeps no state and is no sync, so it is not checked.
             strict = "n/a" if tool == "floor" else strict_check(local, remote)
             m = Measure(tool, scenario, rtt_ms, size, messages, round(wall, 3), round(cpu, 3),
-                        rss, up, down, status, strict, proxy_used)
+                        rss, up, down, status, strict, proxy_used, servers_used)
             log(f"{tag}: {scenario}: {wall:.2f} s wall, {cpu:.2f} s CPU, {rss // 1024} MiB, "
                 f"{up} B up, {down} B down, status {status}, strict: {strict}")
             results.append(m)
@@ -744,8 +783,8 @@ def report(results, out_dir, machine):
     lines = [f"Benchmark run {time.strftime('%Y-%m-%d %H:%M %Z')} on {machine}", "",
              "| corpus | RTT | scenario | tool | wall s | CPU s | peak RSS MiB | bytes up | "
              "bytes down | wall ratio | CPU ratio | bytes ratio | wall / floor | strict | "
-             "proxy CPU s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "proxy CPU s | servers' CPU s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     keyed = {(m.size, m.rtt_ms, m.scenario, m.tool): m for m in results}
     for m in results:
         ref = keyed.get((m.size, m.rtt_ms, m.scenario, REFERENCE.get(m.tool, "")))
@@ -759,7 +798,8 @@ def report(results, out_dir, machine):
         lines.append(f"| {m.size} ({m.messages}) | {m.rtt_ms} ms | {m.scenario} | {m.tool}{failed} "
                      f"| {m.wall_s:.2f} | {m.cpu_s:.2f} | {m.peak_rss_kib / 1024:.1f} | "
                      f"{m.bytes_up} | {m.bytes_down} | {wall_ratio} | {cpu_ratio} | "
-                     f"{bytes_ratio} | {over_floor} | {m.strict} | {proxy_col} |")
+                     f"{bytes_ratio} | {over_floor} | {m.strict} | {proxy_col} | "
+                     f"{m.servers_cpu_s:.2f} |")
     text = "\n".join(lines) + "\n"
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write(text)
