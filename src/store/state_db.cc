@@ -728,6 +728,7 @@ Status StateDb::for_each_pair(MailboxId id, Side order, const PairVisitor& visit
     pair.uids[Side::local] = static_cast<Uid>(q->int64(0));
     pair.uids[Side::remote] = static_cast<Uid>(q->int64(1));
     pair.flags = q->text(2);
+    ++pairs_read_;
     if (auto s = visit(pair); !s) return s;
   }
 }

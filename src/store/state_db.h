@@ -246,6 +246,8 @@ class StateDb {
                        Uid last = kMaxUid);
   Result<std::vector<Pair>> pairs(MailboxId id, Side order, Uid first = 1, Uid last = kMaxUid);
   Result<std::uint64_t> count_pairs(MailboxId id);
+  // Pairs read so far by the two above: what a sync of a few changes costs in a large mailbox.
+  std::uint64_t pairs_read() const { return pairs_read_; }
   Result<std::uint64_t> remove_all_pairs(MailboxId id);
 
   // --- UIDVALIDITY change (see the header comment) ---
@@ -296,6 +298,7 @@ class StateDb {
   bool in_transaction_ = false;
   std::function<bool()> commit_gate_;
   std::uint64_t commits_ = 0;
+  std::uint64_t pairs_read_ = 0;
   std::uint64_t exit_after_commits_;  // 0: never
   std::function<void(std::uint64_t)> commit_observer_;
 };

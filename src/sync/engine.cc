@@ -864,7 +864,15 @@ asio::awaitable<Status> Engine::sync_mailbox(const std::string& name, const Lane
   m.name = name;
   Status step = co_await observe_mailbox(lane, m);
   if (step) step = co_await recover_interrupted(lane, m);
-  if (step) step = load_pairs(m);
+  if (step) {
+    bool named_only = !options_.repair;
+    for (Side side : kSides) {
+      const SideObservation& seen = m.seen[side];
+      named_only = named_only && lane[side]->tier() == Tier::qresync && seen.expunges_reported &&
+                   !m.reset[side] && m.recorded[side].uidnext && seen.distrust.empty();
+    }
+    step = load_pairs(m, named_only);
+  }
   if (step) step = co_await find_expunges(lane, m);
   if (step) step = co_await reread_if_distrusted(lane, m);
   if (!step) co_return step;
@@ -980,10 +988,46 @@ asio::awaitable<Status> Engine::recover_interrupted(const Lane& lane, MailboxSyn
   co_return co_await recover_intents(lane, m, *pending);
 }
 
-Status Engine::load_pairs(MailboxSync& m) {
-  auto pairs = db_.pairs(m.id, Side::local);
-  if (!pairs) return pairs.error();
-  m.pairs = std::move(*pairs);
+Status Engine::load_pairs(MailboxSync& m, bool named_only) {
+  m.pairs.clear();
+  m.paired = {};
+  m.pair_count.reset();
+  // The UIDs each side's changes name: what vanished (ranges, never expanded), what changed
+  // flags, what is new (an interrupted run may have paired it already).
+  PerSide<UidSet> named;
+  std::size_t ranges = 0;
+  for (Side side : kSides) {
+    if (!named_only) break;
+    const SideObservation& seen = m.seen[side];
+    named[side].add(seen.vanished_set);
+    for (const auto& [uid, flags] : seen.changes.flags) named[side].add(uid);
+    for (const auto& n : seen.changes.added) named[side].add(n.uid);
+    ranges += named[side].ranges().size();
+  }
+  // A query per range: past a few hundred, one read of every pair is cheaper.
+  constexpr std::size_t kMostRangesQueried = 256;
+  if (named_only && ranges <= kMostRangesQueried) {
+    auto count = db_.count_pairs(m.id);
+    if (!count) return count.error();
+    m.pair_count = *count;
+    std::set<Uid> loaded;  // by local UID: a pair named on both sides is read twice
+    for (Side side : kSides) {
+      for (const auto& range : named[side].ranges()) {
+        Status read = db_.for_each_pair(
+            m.id, side,
+            [&](const store::Pair& pair) -> Status {
+              if (loaded.insert(pair.uids[Side::local]).second) m.pairs.push_back(pair);
+              return ok_status();
+            },
+            range.first, range.last);
+        if (!read) return read;
+      }
+    }
+  } else {
+    auto pairs = db_.pairs(m.id, Side::local);
+    if (!pairs) return pairs.error();
+    m.pairs = std::move(*pairs);
+  }
   for (const auto& p : m.pairs) {
     for (Side side : kSides) m.paired[side].insert(p.uids[side]);
   }
@@ -1019,6 +1063,12 @@ Status Engine::load_pairs(MailboxSync& m) {
 std::size_t Engine::expected_count(const MailboxSync& m, Side side) {
   const SideObservation& seen = m.seen[side];
   std::size_t expected = seen.changes.added.size();
+  if (m.pair_count) {
+    // Every pair with a vanished UID was loaded (the ranges were read).
+    std::size_t vanished = 0;
+    for (Uid uid : m.paired[side]) vanished += seen.vanished_set.contains(uid) ? 1 : 0;
+    return expected + *m.pair_count - vanished;
+  }
   for (Uid uid : m.paired[side]) expected += seen.vanished_set.contains(uid) ? 0 : 1;
   return expected;
 }
@@ -1060,6 +1110,11 @@ asio::awaitable<Status> Engine::reread_if_distrusted(const Lane& lane, MailboxSy
   // be paired by content with their partners on the other instead of being copied again.
   if (!options_.repair && distrust[Side::local].empty() && distrust[Side::remote].empty()) {
     co_return ok_status();
+  }
+  if (m.pair_count) {
+    // A re-read compares every message with its pair: all of them.
+    Status loaded = load_pairs(m, false);
+    if (!loaded) co_return loaded;
   }
   for (Side side : kSides) {
     for (const auto& reason : distrust[side]) {

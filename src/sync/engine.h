@@ -177,8 +177,12 @@ class Engine {
     PerSide<store::SideState> recorded;
     PerSide<SideObservation> seen;
     PerSide<bool> reset{};  // UIDVALIDITY changed
+    // The recorded pairs: all of them, or (`pair_count` set) only those whose UIDs the changes
+    // name, when both sides report every change (QRESYNC). A change to one message then costs
+    // no read of the mailbox's other pairs.
     std::vector<store::Pair> pairs;
-    PerSide<std::set<Uid>> paired;
+    PerSide<std::set<Uid>> paired;            // the UIDs of `pairs`
+    std::optional<std::uint64_t> pair_count;  // all the mailbox's pairs, when `pairs` holds some
     PerSide<std::optional<FullObservation>> full;  // after a re-read
     // Sides observed without a recorded UIDNEXT (a first sync): observe() listed every message,
     // these UIDs.
@@ -191,7 +195,9 @@ class Engine {
   std::uint32_t listed_uidnext(Side side, const MailboxSync& m) const;
   // Orphans of a UIDVALIDITY change re-matched; pending APPEND intents resolved.
   asio::awaitable<Status> recover_interrupted(const Lane& lane, MailboxSync& m);
-  Status load_pairs(MailboxSync& m);
+  // The pairs the observation needs: those the changes name when `named_only` and both sides
+  // report every change, else all.
+  Status load_pairs(MailboxSync& m, bool named_only);
   // Expunges a store could not report (Tier::condstore), found from its UID list.
   asio::awaitable<Status> find_expunges(const Lane& lane, MailboxSync& m);
   static std::size_t expected_count(const MailboxSync& m, Side side);

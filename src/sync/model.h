@@ -85,7 +85,9 @@ struct SideChanges {
 };
 
 struct MailboxObservation {
-  std::vector<Pair> pairs;  // recorded pairs of this mailbox (all of them)
+  // Recorded pairs of this mailbox: all of them, or at least every pair that a change names
+  // (the planner acts on no other).
+  std::vector<Pair> pairs;
   PerSide<SideChanges> changes;
 };
 
