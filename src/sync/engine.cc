@@ -1409,18 +1409,49 @@ asio::awaitable<Status> Engine::recover_intents(const Lane& lane, MailboxSync& m
     auto matches = co_await match_by_content(lane, m, wanted, target, *candidates);
     if (!matches) co_return matches.error();
     std::size_t matched = 0;
+    std::optional<UidSet> present;  // the target's UIDs, read once if a copy-back needs them
     for (std::size_t i = 0; i < appends.size(); ++i) {
       const store::Intent& intent = appends[i];
+      // A copy back (a message expunged on the target while the other side changed it, see the
+      // conflict rules) was sent while its source was still paired with the expunged copy: once
+      // the copy is found to have arrived, it replaces that pair. Left unpaired, it would be
+      // taken for new mail and copied to the source side, and the conflict would copy the
+      // message back once more: a duplicate on both sides.
+      const bool arrived = (*matches)[i] && intent.source_uid;
+      std::optional<store::Pair> existing;
+      if (arrived) {
+        auto found = db_.find_pair(m.id, other(target), *intent.source_uid);
+        if (!found) co_return found.error();
+        existing = std::move(*found);
+      }
+      if (existing) {
+        const Uid old_copy = existing->uids[target];
+        bool gone = m.seen[target].vanished_set.contains(old_copy);
+        if (!gone) {
+          if (!present) {
+            auto uids = co_await lane[target]->uids();
+            if (!uids) co_return uids.error();
+            present = std::move(*uids);
+          }
+          gone = !present->contains(old_copy);
+        }
+        if (!gone) existing.reset();
+      }
+      // (Only this lane touches this mailbox's pairs: nothing changed them during the wait.)
       auto tx = db_.begin();
       if (!tx) co_return tx.error();
-      if ((*matches)[i] && intent.source_uid) {
+      if (existing) {
+        auto removed = db_.remove_pair(m.id, Side::local, existing->uids[Side::local]);
+        if (!removed) co_return removed.error();
+      }
+      if (arrived) {
         store::Pair pair;
         pair.uids[target] = (*candidates)[*(*matches)[i]].uid;
         pair.uids[other(target)] = *intent.source_uid;
         pair.flags = intent.flags.value_or("");
-        auto existing = db_.find_pair(m.id, other(target), *intent.source_uid);
-        if (!existing) co_return existing.error();
-        if (!*existing) {
+        auto taken = db_.find_pair(m.id, other(target), *intent.source_uid);
+        if (!taken) co_return taken.error();
+        if (!*taken) {
           Status added = db_.add_pair(m.id, pair);
           if (!added) co_return added;
           ++matched;

@@ -239,6 +239,46 @@ TEST(EngineKilled, FlagMergeSurvivesAKillAtEveryStep) {
   Log::instance().set_level(LogLevel::info);
 }
 
+// A message expunged on the local side while the remote changed its flags is copied back (the
+// conflict rules). That copy, interrupted at every step, before and after its effect (an APPEND
+// whose answer was lost included), must end as one message on each side: found and paired by
+// the next run, not taken for new mail and copied back once more (the chaos campaign of
+// 2026-12-05 found both sides with two).
+TEST(EngineKilled, ACopyBackEndsAsOneMessageWhereverItIsInterrupted) {
+  Log::instance().set_level(LogLevel::error);
+  for (bool drop : {false, true}) {
+    for (auto when : {Faults::When::before_effect, Faults::When::after_effect}) {
+      for (std::uint64_t step = 1; step <= 16; ++step) {
+        SCOPED_TRACE(::testing::Message()
+                     << (drop ? "connection dropped" : "killed") << " at step " << step
+                     << (when == Faults::When::after_effect ? " after" : ""));
+        MemoryWorld world;
+        for (int n = 1; n <= 3; ++n) world.remote.deliver("INBOX", body(n));
+        ASSERT_TRUE(world.run());
+        ASSERT_TRUE(world.local.expunge("INBOX", uid_of(world.local, "INBOX", body(2))));
+        ASSERT_TRUE(
+            world.remote.set_flags("INBOX", uid_of(world.remote, "INBOX", body(2)), {"$Later"}));
+        (drop ? world.faults.drop_at : world.faults.kill_at) = step;
+        (drop ? world.faults.drop_when : world.faults.kill_when) = when;
+        EngineOptions one_lane;
+        one_lane.jobs = 1;
+        (void)world.run(one_lane);
+        world.faults.kill_at.reset();
+        world.faults.drop_at.reset();
+        ASSERT_TRUE(world.run());
+        ASSERT_TRUE(world.run());
+        for (Side side : kSides) {
+          const std::vector<std::string> expected = {body(1), body(2), body(3)};
+          std::vector<std::string> held = bodies(world.server(side), "INBOX");
+          std::sort(held.begin(), held.end());
+          EXPECT_EQ(held, expected) << side_name(side);
+        }
+      }
+    }
+  }
+  Log::instance().set_level(LogLevel::info);
+}
+
 TEST(UidSet, MergesTouchingRangesAndHandlesTheLargestUid) {
   UidSet set;
   set.add(5, 7);

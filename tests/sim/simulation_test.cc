@@ -49,8 +49,13 @@ struct Fate {
   bool expunged = false;
   std::size_t expunged_in_round = 0;
   bool expunged_unacknowledged = false;  // the copy expunged was appended with a lost answer
-  PerSide<bool> edited{};                // flags edited by the user on that side
-  std::optional<FlagSet> last_edit;      // the flags the last edit set
+  // Expunged on one side and edited on the other: the planner keeps it (copied back) when both
+  // came between two syncs, and lets the expunge win when the edit had been synced first; with
+  // faults in between the oracle cannot tell which, only that either way it is there once on
+  // both sides, or on neither.
+  bool conflicted = false;
+  PerSide<bool> edited{};            // flags edited by the user on that side
+  std::optional<FlagSet> last_edit;  // the flags the last edit set
 };
 
 class Schedule {
@@ -140,8 +145,8 @@ class Schedule {
       auto m = some_message(side, mailbox);
       if (!m) return;
       Fate& fate = fates_[m->second];
-      // Editing a message the other side expunged is the same conflict, seen from this side.
-      if (fate.expunged) return;
+      // Editing a message the other side expunged: the same conflict, seen from this side.
+      if (fate.expunged) fate.conflicted = true;
       FlagSet flags;
       for (const char* flag : kFlags) {
         if (chance(35)) flags.push_back(flag);
@@ -156,9 +161,8 @@ class Schedule {
       auto m = some_message(side, mailbox);
       if (!m) return;
       Fate& fate = fates_[m->second];
-      // Expunging a message the other side edited is a conflict the planner resolves by keeping
-      // the message (docs/conflicts.md): the oracle could not say which outcome is right.
-      if (fate.edited[other(side)]) return;
+      // Expunging a message the other side edited: a conflict (docs/conflicts.md).
+      if (fate.edited[other(side)]) fate.conflicted = true;
       world_.server(side).expunge(mailbox, m->first);
       if (world_.faults.unacknowledged.count({index(side), mailbox, m->first})) {
         fate.expunged_unacknowledged = true;
@@ -282,8 +286,9 @@ class Schedule {
   // And where the user expunged a copy whose APPEND answer was lost before any run could pair it:
   // the next run finds no trace of it (an expunged body cannot be compared) and copies the
   // message again (README: known limits).
+  // And a conflicted message (Fate::conflicted), which the planner may keep.
   bool excused(const std::string& mailbox, const Fate& fate) const {
-    if (fate.expunged_unacknowledged) return true;
+    if (fate.expunged_unacknowledged || fate.conflicted) return true;
     return reset_rounds_.count(mailbox) > 0;
   }
 
@@ -326,8 +331,8 @@ class Schedule {
         }
         // (In a mailbox whose UIDVALIDITY was reset, pairs re-made by content take the flags
         // both sides share as their base: a removal on one side can come back.)
-        if (present && !fate.expunged && fate.last_edit && !reset_rounds_.count(name) &&
-            fate.edited[Side::local] != fate.edited[Side::remote] &&
+        if (present && !fate.expunged && !fate.conflicted && fate.last_edit &&
+            !reset_rounds_.count(name) && fate.edited[Side::local] != fate.edited[Side::remote] &&
             !same_flags(seen[Side::local][n], *fate.last_edit)) {
           return fmt::format("{}: message {} was edited on one side only to ({}) but has ({})",
                              name, n, fmt::join(*fate.last_edit, " "),
