@@ -865,6 +865,8 @@ asio::awaitable<Status> Engine::sync_mailbox(const std::string& name, const Lane
   Status step = co_await observe_mailbox(lane, m);
   if (step) step = co_await recover_interrupted(lane, m);
   if (step) {
+    // QRESYNC on both sides, each reporting its changes since the recorded state (a side
+    // without a recorded HIGHESTMODSEQ lists every flag instead: all its UIDs are named then).
     bool named_only = !options_.repair;
     for (Side side : kSides) {
       const SideObservation& seen = m.seen[side];
@@ -993,20 +995,31 @@ Status Engine::load_pairs(MailboxSync& m, bool named_only) {
   m.paired = {};
   m.pair_count.reset();
   // The UIDs each side's changes name: what vanished (ranges, never expanded), what changed
-  // flags, what is new (an interrupted run may have paired it already).
+  // flags, what is new (an interrupted run may have paired it already). A query per range:
+  // past a few hundred, one read of every pair is cheaper, so the building stops there too (a
+  // server may report VANISHED and flag changes of alternate UIDs by the hundred thousand).
+  constexpr std::size_t kMostRangesQueried = 256;
   PerSide<UidSet> named;
-  std::size_t ranges = 0;
+  const auto too_many = [&] {
+    return named[Side::local].ranges().size() + named[Side::remote].ranges().size() >
+           kMostRangesQueried;
+  };
   for (Side side : kSides) {
     if (!named_only) break;
     const SideObservation& seen = m.seen[side];
-    named[side].add(seen.vanished_set);
-    for (const auto& [uid, flags] : seen.changes.flags) named[side].add(uid);
-    for (const auto& n : seen.changes.added) named[side].add(n.uid);
-    ranges += named[side].ranges().size();
+    named_only = seen.vanished_set.ranges().size() <= kMostRangesQueried;
+    if (named_only) named[side].add(seen.vanished_set);
+    for (auto it = seen.changes.flags.begin(); named_only && it != seen.changes.flags.end(); ++it) {
+      named[side].add(it->first);
+      named_only = !too_many();
+    }
+    for (auto it = seen.changes.added.begin(); named_only && it != seen.changes.added.end(); ++it) {
+      named[side].add(it->uid);
+      named_only = !too_many();
+    }
+    named_only = named_only && !too_many();
   }
-  // A query per range: past a few hundred, one read of every pair is cheaper.
-  constexpr std::size_t kMostRangesQueried = 256;
-  if (named_only && ranges <= kMostRangesQueried) {
+  if (named_only) {
     auto count = db_.count_pairs(m.id);
     if (!count) return count.error();
     m.pair_count = *count;
@@ -1076,6 +1089,8 @@ std::size_t Engine::expected_count(const MailboxSync& m, Side side) {
 asio::awaitable<Status> Engine::find_expunges(const Lane& lane, MailboxSync& m) {
   // A store that cannot report expunges (Tier::condstore): when the count says messages are
   // missing, the server's UID list tells which. Paired messages absent from it were expunged.
+  // (m.paired holds every pair here: load_pairs reads only some when both sides report
+  // expunges, and then this skips them.)
   for (Side side : kSides) {
     SideObservation& seen = m.seen[side];
     if (seen.expunges_reported || m.reset[side] || !m.recorded[side].uidnext) continue;
@@ -1423,6 +1438,13 @@ asio::awaitable<Status> Engine::recover_intents(const Lane& lane, MailboxSync& m
         auto found = db_.find_pair(m.id, other(target), *intent.source_uid);
         if (!found) co_return found.error();
         existing = std::move(*found);
+      }
+      if (existing) {
+        // Never when the copy found is someone's partner already (it cannot be: candidates
+        // start at the target's UIDNEXT before the APPEND; the pair is then left as it was).
+        auto candidate = db_.find_pair(m.id, target, (*candidates)[*(*matches)[i]].uid);
+        if (!candidate) co_return candidate.error();
+        if (*candidate) existing.reset();
       }
       if (existing) {
         const Uid old_copy = existing->uids[target];

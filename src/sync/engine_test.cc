@@ -179,6 +179,25 @@ TEST_F(EngineTest, AFewChangesReadOnlyThePairsTheyName) {
     EXPECT_EQ(bodies(server, "INBOX").size(), 300u) << side_name(side);
     EXPECT_EQ(flags_of(server, 40), FlagSet{"$Later"}) << side_name(side);
   }
+
+  // Changes scattered over more UID ranges than are worth a query each (every other message of
+  // 600, on the local side): one read of every pair rather than 300 queries of one.
+  for (int n = 1001; n <= 1300; ++n) world.remote.deliver("INBOX", body(n));
+  ASSERT_TRUE(world.run());
+  MemoryMailbox& local_inbox = *world.local.find("INBOX");
+  ASSERT_EQ(local_inbox.messages.size(), 600u);
+  std::vector<Uid> every_other;
+  for (auto it = local_inbox.messages.begin(); it != local_inbox.messages.end(); ++it) {
+    if (std::distance(local_inbox.messages.begin(), it) % 2 == 0) every_other.push_back(it->first);
+  }
+  for (Uid uid : every_other) ASSERT_TRUE(world.local.set_flags("INBOX", uid, {"$Scattered"}));
+  read_before = world.db->pairs_read();
+  ASSERT_TRUE(world.run());
+  EXPECT_EQ(world.db->pairs_read() - read_before, 600u);  // not the 300 named
+  for (int n : {1, 1299}) {
+    EXPECT_EQ(flags_of(world.remote, n), flags_of(world.local, n)) << n;
+  }
+  EXPECT_EQ(world.remote.find("INBOX")->messages.begin()->second.flags, FlagSet{"$Scattered"});
 }
 
 // Issue 9 defect 4: --dry-run changes neither server (no CREATE, SUBSCRIBE, APPEND, STORE,

@@ -54,7 +54,9 @@ struct Fate {
   // faults in between the oracle cannot tell which, only that either way it is there once on
   // both sides, or on neither.
   bool conflicted = false;
-  PerSide<bool> edited{};            // flags edited by the user on that side
+  PerSide<bool> edited{};  // flags edited by the user on that side
+  // The round of the last such edit (the next one for an edit made while a run was going on).
+  PerSide<std::size_t> edited_in_round{};
   std::optional<FlagSet> last_edit;  // the flags the last edit set
 };
 
@@ -156,13 +158,17 @@ class Schedule {
       trace("user: flags of message {} on {}({}) UID {} := ({})", m->second, side_name(side),
             shown(mailbox), m->first, fmt::join(flags, " "));
       fate.edited[side] = true;
+      fate.edited_in_round[side] = in_run_ ? round_ + 1 : round_;
       fate.last_edit = flags;
     } else {
       auto m = some_message(side, mailbox);
       if (!m) return;
       Fate& fate = fates_[m->second];
-      // Expunging a message the other side edited: a conflict (docs/conflicts.md).
-      if (fate.edited[other(side)]) fate.conflicted = true;
+      // Expunging a message the other side edited since the last run that completed: a
+      // conflict (docs/conflicts.md). An edit that such a run synced is the base, and the
+      // expunge must win.
+      fate.conflicted =
+          fate.edited[other(side)] && fate.edited_in_round[other(side)] > synced_through_;
       world_.server(side).expunge(mailbox, m->first);
       if (world_.faults.unacknowledged.count({index(side), mailbox, m->first})) {
         fate.expunged_unacknowledged = true;
@@ -253,7 +259,11 @@ class Schedule {
     trace("run {}: kill at {} ({}), drop at {}, jobs {}{}", runs_, f.kill_at.value_or(0),
           f.kill_when == Faults::When::before_effect ? "before" : "after", f.drop_at.value_or(0),
           options.jobs, options.repair ? ", repair" : "");
-    (void)world_.run(options);  // a faulty run may fail; only the end state is judged
+    in_run_ = true;
+    auto ran = world_.run(options);  // a faulty run may fail; only the end state is judged
+    in_run_ = false;
+    // Completed without a fault: every change made before it is synced.
+    if (ran && ran->mailboxes_failed == 0 && !f.killed) synced_through_ = round_;
     trace("run {} ended after {} step(s){}", runs_, f.steps, f.killed ? ", killed" : "");
   }
 
@@ -378,6 +388,8 @@ class Schedule {
   std::map<std::string, std::set<std::size_t>> reset_rounds_;
   std::map<std::string, std::set<Side>> reset_sides_;
   std::size_t round_ = 0;
+  std::size_t synced_through_ = 0;  // the last round whose run completed without a fault
+  bool in_run_ = false;             // a change now is another client's, during a run
   std::uint64_t concurrent_at_ = 0;
   int next_message_ = 1;
   std::size_t runs_ = 0;
