@@ -1000,24 +1000,21 @@ Status Engine::load_pairs(MailboxSync& m, bool named_only) {
   // server may report VANISHED and flag changes of alternate UIDs by the hundred thousand).
   constexpr std::size_t kMostRangesQueried = 256;
   PerSide<UidSet> named;
-  const auto too_many = [&] {
-    return named[Side::local].ranges().size() + named[Side::remote].ranges().size() >
+  const auto name = [&](Side side, Uid first, Uid last) {
+    named[side].add(first, last);
+    return named[Side::local].ranges().size() + named[Side::remote].ranges().size() <=
            kMostRangesQueried;
   };
   for (Side side : kSides) {
     if (!named_only) break;
     const SideObservation& seen = m.seen[side];
-    named_only = seen.vanished_set.ranges().size() <= kMostRangesQueried;
-    if (named_only) named[side].add(seen.vanished_set);
-    for (auto it = seen.changes.flags.begin(); named_only && it != seen.changes.flags.end(); ++it) {
-      named[side].add(it->first);
-      named_only = !too_many();
+    for (const auto& r : seen.vanished_set.ranges()) {
+      named_only = named_only && name(side, r.first, r.last);
     }
-    for (auto it = seen.changes.added.begin(); named_only && it != seen.changes.added.end(); ++it) {
-      named[side].add(it->uid);
-      named_only = !too_many();
+    for (const auto& [uid, flags] : seen.changes.flags) {
+      named_only = named_only && name(side, uid, uid);
     }
-    named_only = named_only && !too_many();
+    for (const auto& n : seen.changes.added) named_only = named_only && name(side, n.uid, n.uid);
   }
   if (named_only) {
     auto count = db_.count_pairs(m.id);
@@ -1075,15 +1072,10 @@ Status Engine::load_pairs(MailboxSync& m, bool named_only) {
 // The messages of `side` the recorded state accounts for, against the server's count.
 std::size_t Engine::expected_count(const MailboxSync& m, Side side) {
   const SideObservation& seen = m.seen[side];
-  std::size_t expected = seen.changes.added.size();
-  if (m.pair_count) {
-    // Every pair with a vanished UID was loaded (the ranges were read).
-    std::size_t vanished = 0;
-    for (Uid uid : m.paired[side]) vanished += seen.vanished_set.contains(uid) ? 1 : 0;
-    return expected + *m.pair_count - vanished;
-  }
-  for (Uid uid : m.paired[side]) expected += seen.vanished_set.contains(uid) ? 0 : 1;
-  return expected;
+  // Every pair with a vanished UID is loaded, even when only some are (their ranges were read).
+  std::size_t vanished = 0;
+  for (Uid uid : m.paired[side]) vanished += seen.vanished_set.contains(uid) ? 1 : 0;
+  return seen.changes.added.size() + m.pair_count.value_or(m.paired[side].size()) - vanished;
 }
 
 asio::awaitable<Status> Engine::find_expunges(const Lane& lane, MailboxSync& m) {
@@ -1433,51 +1425,47 @@ asio::awaitable<Status> Engine::recover_intents(const Lane& lane, MailboxSync& m
       // taken for new mail and copied to the source side, and the conflict would copy the
       // message back once more: a duplicate on both sides.
       const bool arrived = (*matches)[i] && intent.source_uid;
-      std::optional<store::Pair> existing;
+      const Uid copy = arrived ? (*candidates)[*(*matches)[i]].uid : 0;
+      std::optional<store::Pair> partner;  // the source's pair now, if it has one
       if (arrived) {
         auto found = db_.find_pair(m.id, other(target), *intent.source_uid);
         if (!found) co_return found.error();
-        existing = std::move(*found);
+        partner = std::move(*found);
       }
-      if (existing) {
+      bool replace = false;
+      if (partner) {
         // Never when the copy found is someone's partner already (it cannot be: candidates
         // start at the target's UIDNEXT before the APPEND; the pair is then left as it was).
-        auto candidate = db_.find_pair(m.id, target, (*candidates)[*(*matches)[i]].uid);
-        if (!candidate) co_return candidate.error();
-        if (*candidate) existing.reset();
-      }
-      if (existing) {
-        const Uid old_copy = existing->uids[target];
-        bool gone = m.seen[target].vanished_set.contains(old_copy);
-        if (!gone) {
-          if (!present) {
-            auto uids = co_await lane[target]->uids();
-            if (!uids) co_return uids.error();
-            present = std::move(*uids);
+        auto holder = db_.find_pair(m.id, target, copy);
+        if (!holder) co_return holder.error();
+        const Uid old_copy = partner->uids[target];
+        if (!*holder) {
+          replace = m.seen[target].vanished_set.contains(old_copy);
+          if (!replace) {
+            if (!present) {
+              auto uids = co_await lane[target]->uids();
+              if (!uids) co_return uids.error();
+              present = std::move(*uids);
+            }
+            replace = !present->contains(old_copy);
           }
-          gone = !present->contains(old_copy);
         }
-        if (!gone) existing.reset();
       }
       // (Only this lane touches this mailbox's pairs: nothing changed them during the wait.)
       auto tx = db_.begin();
       if (!tx) co_return tx.error();
-      if (existing) {
-        auto removed = db_.remove_pair(m.id, Side::local, existing->uids[Side::local]);
+      if (replace) {
+        auto removed = db_.remove_pair(m.id, Side::local, partner->uids[Side::local]);
         if (!removed) co_return removed.error();
       }
-      if (arrived) {
+      if (arrived && (!partner || replace)) {
         store::Pair pair;
-        pair.uids[target] = (*candidates)[*(*matches)[i]].uid;
+        pair.uids[target] = copy;
         pair.uids[other(target)] = *intent.source_uid;
         pair.flags = intent.flags.value_or("");
-        auto taken = db_.find_pair(m.id, other(target), *intent.source_uid);
-        if (!taken) co_return taken.error();
-        if (!*taken) {
-          Status added = db_.add_pair(m.id, pair);
-          if (!added) co_return added;
-          ++matched;
-        }
+        Status added = db_.add_pair(m.id, pair);
+        if (!added) co_return added;
+        ++matched;
       }
       Status completed = db_.complete_intent(intent.id);
       if (!completed) co_return completed;
